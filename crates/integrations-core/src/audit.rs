@@ -1,0 +1,158 @@
+//! Audit events: who did what to which integrations, and how it ended. Never a secret.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::{Actor, Role};
+use crate::store::StoreError;
+
+/// What an audited operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditAction {
+    /// An integration was created.
+    IntegrationCreated,
+    /// An integration was updated.
+    IntegrationUpdated,
+    /// An integration was deleted.
+    IntegrationDeleted,
+    /// Decrypted credentials were requested.
+    CredentialsRead,
+    /// A project was registered.
+    ProjectCreated,
+    /// A project was deleted.
+    ProjectDeleted,
+}
+
+impl AuditAction {
+    /// Returns the snake_case name stored in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::IntegrationCreated => "integration_created",
+            AuditAction::IntegrationUpdated => "integration_updated",
+            AuditAction::IntegrationDeleted => "integration_deleted",
+            AuditAction::CredentialsRead => "credentials_read",
+            AuditAction::ProjectCreated => "project_created",
+            AuditAction::ProjectDeleted => "project_deleted",
+        }
+    }
+}
+
+impl std::str::FromStr for AuditAction {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        [
+            AuditAction::IntegrationCreated,
+            AuditAction::IntegrationUpdated,
+            AuditAction::IntegrationDeleted,
+            AuditAction::CredentialsRead,
+            AuditAction::ProjectCreated,
+            AuditAction::ProjectDeleted,
+        ]
+        .into_iter()
+        .find(|action| action.as_str() == value)
+        .ok_or_else(|| format!("unknown audit action '{value}'"))
+    }
+}
+
+/// How an audited operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditOutcome {
+    /// The operation succeeded.
+    Success,
+    /// The caller's role does not allow the operation.
+    Denied,
+    /// Nothing matched the request.
+    NotFound,
+}
+
+impl AuditOutcome {
+    /// Returns the snake_case name stored in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Success => "success",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::NotFound => "not_found",
+        }
+    }
+}
+
+impl std::str::FromStr for AuditOutcome {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "success" => Ok(AuditOutcome::Success),
+            "denied" => Ok(AuditOutcome::Denied),
+            "not_found" => Ok(AuditOutcome::NotFound),
+            other => Err(format!("unknown audit outcome '{other}'")),
+        }
+    }
+}
+
+/// One audit record. Filters and ids only: no credential value is ever part of an event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Event id.
+    pub id: Uuid,
+    /// When the operation happened.
+    pub at: DateTime<Utc>,
+    /// Token subject of the caller.
+    pub actor_subject: String,
+    /// Role of the caller.
+    pub actor_role: Role,
+    /// What was done.
+    pub action: AuditAction,
+    /// Integrations involved, in response order.
+    pub integration_ids: Vec<Uuid>,
+    /// Request filters or identifiers, such as `provider` and `project`.
+    pub filters: BTreeMap<String, String>,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+}
+
+impl AuditEvent {
+    /// Starts an event for `actor` with the current time and no integrations.
+    pub fn new(actor: &Actor, action: AuditAction, outcome: AuditOutcome) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            at: Utc::now(),
+            actor_subject: actor.subject.clone(),
+            actor_role: actor.role,
+            action,
+            integration_ids: Vec::new(),
+            filters: BTreeMap::new(),
+            outcome,
+        }
+    }
+
+    /// Adds the ids of the integrations involved.
+    pub fn with_integrations(mut self, ids: impl IntoIterator<Item = Uuid>) -> Self {
+        self.integration_ids.extend(ids);
+        self
+    }
+
+    /// Adds one filter or identifier.
+    pub fn with_filter(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.filters.insert(name.to_owned(), value.into());
+        self
+    }
+}
+
+/// Receives audit events for operations that change nothing in the store, such as credential
+/// reads. Changes are audited by the store in the same transaction as the change.
+#[async_trait]
+pub trait AuditSink: Send + Sync + fmt::Debug {
+    /// Durably records one event. An error means the event may not have been kept.
+    async fn record(&self, event: &AuditEvent) -> Result<(), StoreError>;
+}
