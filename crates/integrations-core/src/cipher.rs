@@ -110,7 +110,9 @@ impl MasterKey {
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MasterKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -223,7 +225,10 @@ mod tests {
     fn seal_open_round_trip() {
         let cipher = Aes256GcmCipher::new(&MasterKey::generate());
         let sealed = cipher.seal(b"plaintext", b"row-1").unwrap();
-        assert_eq!(cipher.open(&sealed, b"row-1").unwrap().as_slice(), b"plaintext");
+        assert_eq!(
+            cipher.open(&sealed, b"row-1").unwrap().as_slice(),
+            b"plaintext"
+        );
     }
 
     #[test]
@@ -257,15 +262,23 @@ mod tests {
             .seal(b"plaintext", b"ad")
             .unwrap();
         let other = Aes256GcmCipher::new(&MasterKey::generate());
-        assert!(matches!(other.open(&sealed, b"ad"), Err(CipherError::UnknownKey(_))));
+        assert!(matches!(
+            other.open(&sealed, b"ad"),
+            Err(CipherError::UnknownKey(_))
+        ));
     }
 
     #[test]
     fn retired_key_still_opens() {
         let old = MasterKey::generate();
-        let sealed = Aes256GcmCipher::new(&old).seal(b"plaintext", b"ad").unwrap();
+        let sealed = Aes256GcmCipher::new(&old)
+            .seal(b"plaintext", b"ad")
+            .unwrap();
         let rotated = Aes256GcmCipher::with_retired_keys(&MasterKey::generate(), &[old]);
-        assert_eq!(rotated.open(&sealed, b"ad").unwrap().as_slice(), b"plaintext");
+        assert_eq!(
+            rotated.open(&sealed, b"ad").unwrap().as_slice(),
+            b"plaintext"
+        );
     }
 
     #[test]

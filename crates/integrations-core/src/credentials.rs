@@ -191,8 +191,7 @@ mod tests {
     #[test]
     fn numbers_become_text() {
         let credentials =
-            Credentials::from_json(serde_json::json!({"appId": 12345, "privateKey": "k"}))
-                .unwrap();
+            Credentials::from_json(serde_json::json!({"appId": 12345, "privateKey": "k"})).unwrap();
         assert_eq!(credentials.expose("appId"), Some("12345"));
     }
 

@@ -20,4 +20,8 @@ pub use credentials::Credentials;
 pub use error::ServiceError;
 pub use model::{Actor, AuthType, Integration, Platform, Project, Provider, Role};
 pub use probe::{HealthStatus, PlatformProbe, ProbeReport, ProbeTarget, ResolvedIntegration};
+pub use service::{
+    CredentialFilter, CredentialRecord, HealthReport, IntegrationService, IntegrationUpdate,
+    NewIntegration, NewProject, OverallHealth, PlatformHealth, ServiceSettings,
+};
 pub use store::{IntegrationStore, StoreError, StoredIntegration};

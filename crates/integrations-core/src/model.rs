@@ -325,7 +325,10 @@ mod tests {
     #[test]
     fn provider_aliases_parse_to_one_value() {
         assert_eq!("azuredevops".parse::<Provider>(), Ok(Provider::AzureDevops));
-        assert_eq!("azure-devops".parse::<Provider>(), Ok(Provider::AzureDevops));
+        assert_eq!(
+            "azure-devops".parse::<Provider>(),
+            Ok(Provider::AzureDevops)
+        );
         assert_eq!(Provider::AzureDevops.as_str(), "azure-devops");
     }
 
@@ -369,14 +372,24 @@ mod tests {
         let cases = [
             ("https://github.com/flxbl-io/sf-core.git", Platform::Github),
             ("git@github.com:flxbl-io/sf-core.git", Platform::Github),
-            ("https://dev.azure.com/org/project/_git/repo", Platform::AzureDevops),
-            ("https://org.visualstudio.com/project/_git/repo", Platform::AzureDevops),
+            (
+                "https://dev.azure.com/org/project/_git/repo",
+                Platform::AzureDevops,
+            ),
+            (
+                "https://org.visualstudio.com/project/_git/repo",
+                Platform::AzureDevops,
+            ),
             ("https://gitlab.com/group/repo.git", Platform::Gitlab),
             ("https://bitbucket.org/team/repo.git", Platform::Bitbucket),
             ("https://git.example.com/repo.git", Platform::Other),
         ];
         for (remote, platform) in cases {
-            assert_eq!(Platform::infer_from_remote_url(remote), platform, "{remote}");
+            assert_eq!(
+                Platform::infer_from_remote_url(remote),
+                platform,
+                "{remote}"
+            );
         }
     }
 }

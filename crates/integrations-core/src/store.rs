@@ -93,7 +93,8 @@ pub enum ProjectDeletion {
 #[async_trait]
 pub trait IntegrationStore: Send + Sync + fmt::Debug {
     /// Registers a project; [`StoreError::DuplicateProject`] when its key exists.
-    async fn insert_project(&self, project: &Project, audit: &AuditEvent) -> Result<(), StoreError>;
+    async fn insert_project(&self, project: &Project, audit: &AuditEvent)
+        -> Result<(), StoreError>;
 
     /// Lists every project, ordered by identifier key.
     async fn list_projects(&self) -> Result<Vec<Project>, StoreError>;
@@ -103,8 +104,11 @@ pub trait IntegrationStore: Send + Sync + fmt::Debug {
 
     /// Deletes a project by key. Fails with [`StoreError::ProjectInUse`] when an integration is
     /// scoped to this project alone; the `audit` event is written only when a project is deleted.
-    async fn delete_project(&self, key: &str, audit: &AuditEvent)
-        -> Result<ProjectDeletion, StoreError>;
+    async fn delete_project(
+        &self,
+        key: &str,
+        audit: &AuditEvent,
+    ) -> Result<ProjectDeletion, StoreError>;
 
     /// Inserts an integration scoped to the given project keys (empty when global). When it is
     /// the default, the previous default of its category is unset in the same transaction.

@@ -46,7 +46,11 @@ impl CredentialShape {
     }
 
     fn expected(&self) -> String {
-        let mut names: Vec<String> = self.required.iter().map(|name| (*name).to_owned()).collect();
+        let mut names: Vec<String> = self
+            .required
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect();
         names.extend(self.optional.iter().map(|name| format!("[{name}]")));
         names.join(", ")
     }
@@ -62,10 +66,17 @@ pub fn credential_shape(provider: Provider, auth_type: AuthType) -> Option<Crede
         (P::Github, A::Oauth) => CredentialShape::new(&["client_id", "client_secret"], &[]),
         (P::AzureDevops, A::Pat) => CredentialShape::new(&["organization_url", "token"], &[]),
         (P::AzureDevops, A::ServicePrincipal) => CredentialShape::new(
-            &["organization_url", "client_id", "client_secret", "tenant_id"],
+            &[
+                "organization_url",
+                "client_id",
+                "client_secret",
+                "tenant_id",
+            ],
             &[],
         ),
-        (P::Jira, A::BasicAuth) => CredentialShape::new(&["base_url", "username", "api_token"], &[]),
+        (P::Jira, A::BasicAuth) => {
+            CredentialShape::new(&["base_url", "username", "api_token"], &[])
+        }
         (P::Jira, A::OauthClientCredentials) => {
             CredentialShape::new(&["client_id", "client_secret", "cloud_id"], &[])
         }
@@ -80,7 +91,9 @@ pub fn credential_shape(provider: Provider, auth_type: AuthType) -> Option<Crede
         }
         (P::AiGithubCopilot, A::Pat | A::Oauth) => CredentialShape::new(&["token"], &[]),
         (P::AiAmazonBedrock, A::Bearer) => CredentialShape::new(&["bearer_token", "region"], &[]),
-        (P::Datadog | P::Newrelic | P::Splunk, A::ApiKey) => CredentialShape::new(&["api_key"], &[]),
+        (P::Datadog | P::Newrelic | P::Splunk, A::ApiKey) => {
+            CredentialShape::new(&["api_key"], &[])
+        }
         _ => return None,
     };
     Some(shape)
@@ -163,7 +176,10 @@ pub fn validate_credentials(
             ));
         }
         if value.trim().is_empty() {
-            return Err(ValidationError::new(&field, format!("{field} must not be empty")));
+            return Err(ValidationError::new(
+                &field,
+                format!("{field} must not be empty"),
+            ));
         }
         if value.len() > MAX_CREDENTIAL_VALUE_LEN {
             return Err(ValidationError::new(
@@ -195,10 +211,7 @@ pub fn validate_credentials(
 
 /// Field names come from the request; cut and strip them before they reach a message.
 fn printable_name(name: &str) -> String {
-    name.chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect()
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 fn validate_github_app(credentials: &Credentials) -> Result<(), ValidationError> {
@@ -227,7 +240,10 @@ pub fn check_private_key_format(key: &str) -> Result<(), String> {
     let expected = "credentials.privateKey must be an RSA private key in PEM format, \
                     PKCS#1 (BEGIN RSA PRIVATE KEY) or PKCS#8 (BEGIN PRIVATE KEY)";
     let pairs = [
-        ("-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "-----END RSA PRIVATE KEY-----",
+        ),
         ("-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----"),
     ];
     if key.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
@@ -255,7 +271,9 @@ pub fn normalize_config(
     mut config: Map<String, Value>,
     urls: &UrlPolicy,
 ) -> Result<Map<String, Value>, ValidationError> {
-    let size = serde_json::to_vec(&config).map(|bytes| bytes.len()).unwrap_or(0);
+    let size = serde_json::to_vec(&config)
+        .map(|bytes| bytes.len())
+        .unwrap_or(0);
     if size > MAX_CONFIG_LEN {
         return Err(ValidationError::new(
             "config",
@@ -267,7 +285,7 @@ pub fn normalize_config(
             let site = config
                 .entry("site")
                 .or_insert_with(|| Value::String("datadoghq.com".into()));
-            if !site.as_str().is_some_and(|site| !site.trim().is_empty()) {
+            if site.as_str().is_none_or(|site| site.trim().is_empty()) {
                 return Err(ValidationError::new(
                     "config.site",
                     "config.site must be a Datadog site name such as datadoghq.com",
@@ -329,20 +347,27 @@ mod tests {
     #[test]
     fn unknown_key_lists_expected_fields() {
         let credentials = Credentials::new().with("tokn", "secret-value");
-        let error =
-            validate_credentials(Provider::Github, AuthType::Pat, &credentials, &policy())
-                .unwrap_err();
+        let error = validate_credentials(Provider::Github, AuthType::Pat, &credentials, &policy())
+            .unwrap_err();
         assert_eq!(error.field, "credentials.tokn");
-        assert!(error.message.contains("expected: token"), "{}", error.message);
+        assert!(
+            error.message.contains("expected: token"),
+            "{}",
+            error.message
+        );
         assert!(!error.message.contains("secret-value"));
     }
 
     #[test]
     fn missing_required_field_named() {
         let credentials = Credentials::new().with("organization_url", "https://dev.azure.com/o");
-        let error =
-            validate_credentials(Provider::AzureDevops, AuthType::Pat, &credentials, &policy())
-                .unwrap_err();
+        let error = validate_credentials(
+            Provider::AzureDevops,
+            AuthType::Pat,
+            &credentials,
+            &policy(),
+        )
+        .unwrap_err();
         assert_eq!(error.field, "credentials.token");
     }
 
@@ -352,7 +377,9 @@ mod tests {
         let error = validate_credentials(Provider::Jira, AuthType::Pat, &credentials, &policy())
             .unwrap_err();
         assert_eq!(error.field, "authType");
-        assert!(error.message.contains("basic_auth, oauth_client_credentials"));
+        assert!(error
+            .message
+            .contains("basic_auth, oauth_client_credentials"));
     }
 
     #[test]
@@ -375,7 +402,8 @@ mod tests {
     fn private_key_formats() {
         let pkcs1 = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----";
         let pkcs8 = "-----BEGIN PRIVATE KEY-----\\nMIIB\\n-----END PRIVATE KEY-----\\n";
-        let openssh = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----";
+        let openssh =
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----";
         assert!(check_private_key_format(pkcs1).is_ok());
         assert!(check_private_key_format(pkcs8).is_ok());
         assert!(check_private_key_format(openssh)
@@ -386,9 +414,10 @@ mod tests {
 
     #[test]
     fn app_id_must_be_numeric() {
-        let credentials = Credentials::new()
-            .with("appId", "abc")
-            .with("privateKey", "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----");
+        let credentials = Credentials::new().with("appId", "abc").with(
+            "privateKey",
+            "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----",
+        );
         let error = validate_credentials(Provider::Github, AuthType::App, &credentials, &policy())
             .unwrap_err();
         assert_eq!(error.field, "credentials.appId");
