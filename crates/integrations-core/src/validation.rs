@@ -1,4 +1,4 @@
-//! Which credential fields and configuration each provider and auth type accepts.
+//! Credential shapes and configuration rules per provider and auth type.
 
 use serde_json::{Map, Value};
 
@@ -233,7 +233,7 @@ fn validate_github_app(credentials: &Credentials) -> Result<(), ValidationError>
 }
 
 /// Checks that a GitHub App key is an RSA private key in PEM, PKCS#1 or PKCS#8, allowing newlines
-/// that arrived as a literal `\n`. Returns a message that says what was expected.
+/// that arrived as a literal `\n`. The error message names the expected formats.
 pub fn check_private_key_format(key: &str) -> Result<(), String> {
     let key = key.replace("\\n", "\n");
     let key = key.trim();

@@ -1,0 +1,333 @@
+//! Unit tests of the service's rules with the store and audit sink mocked out.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use integrations_core::audit::{AuditAction, AuditOutcome};
+use integrations_core::store::{
+    IntegrationChanges, IntegrationQuery, ProjectDeletion, StoredIntegration,
+};
+use integrations_core::{
+    Actor, Aes256GcmCipher, AuditEvent, AuditSink, AuthType, CredentialFilter, Credentials,
+    IntegrationService, IntegrationStore, MasterKey, NewIntegration, Project, Provider, Role,
+    ServiceError, StoreError,
+};
+use mockall::mock;
+use uuid::Uuid;
+
+mock! {
+    #[derive(Debug)]
+    pub Store {}
+
+    #[async_trait]
+    impl IntegrationStore for Store {
+        async fn insert_project(&self, project: &Project, audit: &AuditEvent) -> Result<(), StoreError>;
+        async fn list_projects(&self) -> Result<Vec<Project>, StoreError>;
+        async fn find_project(&self, key: &str) -> Result<Option<Project>, StoreError>;
+        async fn delete_project(&self, key: &str, audit: &AuditEvent) -> Result<ProjectDeletion, StoreError>;
+        async fn insert_integration(
+            &self,
+            integration: &StoredIntegration,
+            project_keys: &[String],
+            audit: &AuditEvent,
+        ) -> Result<(), StoreError>;
+        async fn list_integrations(&self, query: &IntegrationQuery) -> Result<Vec<StoredIntegration>, StoreError>;
+        async fn find_integration(&self, id: Uuid) -> Result<Option<StoredIntegration>, StoreError>;
+        async fn update_integration(
+            &self,
+            id: Uuid,
+            changes: &IntegrationChanges,
+            audit: &AuditEvent,
+        ) -> Result<Option<StoredIntegration>, StoreError>;
+        async fn delete_integration(&self, id: Uuid, audit: &AuditEvent) -> Result<bool, StoreError>;
+        async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+        async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
+        async fn ping(&self) -> Result<(), StoreError>;
+    }
+}
+
+mock! {
+    #[derive(Debug)]
+    pub Sink {}
+
+    #[async_trait]
+    impl AuditSink for Sink {
+        async fn record(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    }
+}
+
+fn service(store: MockStore, sink: MockSink, cipher: &Aes256GcmCipher) -> IntegrationService {
+    IntegrationService::new(Arc::new(store), Arc::new(cipher.clone()), Arc::new(sink))
+}
+
+fn owner() -> Actor {
+    Actor::new("alice", Role::Owner)
+}
+
+/// Captures the row the service hands to the store, so a later read can return it.
+fn sealed_github_row(cipher: &Aes256GcmCipher, secret: &str) -> StoredIntegration {
+    let captured: Arc<std::sync::Mutex<Option<StoredIntegration>>> = Arc::default();
+    let mut store = MockStore::new();
+    let slot = Arc::clone(&captured);
+    store
+        .expect_insert_integration()
+        .returning(move |row, _, _| {
+            *slot.lock().unwrap() = Some(row.clone());
+            Ok(())
+        });
+    let slot = Arc::clone(&captured);
+    store
+        .expect_find_integration()
+        .returning(move |_| Ok(slot.lock().unwrap().clone()));
+    let service = service(store, MockSink::new(), cipher);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(service.create_integration(
+            &owner(),
+            NewIntegration {
+                provider: Provider::Github,
+                auth_type: AuthType::Pat,
+                credentials: Credentials::new().with("token", secret),
+                projects: None,
+                is_global: Some(true),
+                is_default: true,
+                config: Default::default(),
+            },
+        ))
+        .unwrap();
+    let row = captured.lock().unwrap().clone().unwrap();
+    row
+}
+
+#[test]
+fn sealed_row_holds_no_plaintext() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let row = sealed_github_row(&cipher, "ghp_plaintext_marker");
+    let needle = b"ghp_plaintext_marker";
+    let found = row
+        .sealed_credentials
+        .windows(needle.len())
+        .any(|window| window == needle);
+    assert!(!found);
+    assert_eq!(row.integration.credential_fields, vec!["token"]);
+}
+
+#[tokio::test]
+async fn read_fails_closed_when_audit_fails() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let row = tokio::task::spawn_blocking({
+        let cipher = cipher.clone();
+        move || sealed_github_row(&cipher, "ghp_fail_closed")
+    })
+    .await
+    .unwrap();
+
+    let mut store = MockStore::new();
+    store
+        .expect_list_integrations()
+        .returning(move |_| Ok(vec![row.clone()]));
+    let mut sink = MockSink::new();
+    sink.expect_record()
+        .returning(|_| Err(StoreError::Unavailable("audit table locked".into())));
+    let service = service(store, sink, &cipher);
+
+    let filter = CredentialFilter {
+        provider: Some(Provider::Github),
+        project: None,
+    };
+    let result = service.read_credentials(&owner(), filter).await;
+    assert!(matches!(result, Err(ServiceError::Unavailable(_))));
+}
+
+#[tokio::test]
+async fn read_audits_integration_ids() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let row = tokio::task::spawn_blocking({
+        let cipher = cipher.clone();
+        move || sealed_github_row(&cipher, "ghp_audited")
+    })
+    .await
+    .unwrap();
+    let id = row.integration.id;
+
+    let mut store = MockStore::new();
+    store
+        .expect_list_integrations()
+        .returning(move |_| Ok(vec![row.clone()]));
+    let mut sink = MockSink::new();
+    sink.expect_record()
+        .withf(move |event| {
+            event.action == AuditAction::CredentialsRead
+                && event.outcome == AuditOutcome::Success
+                && event.integration_ids == vec![id]
+                && event.filters.get("provider").map(String::as_str) == Some("github")
+        })
+        .times(1)
+        .returning(|_| Ok(()));
+    let service = service(store, sink, &cipher);
+
+    let filter = CredentialFilter {
+        provider: Some(Provider::Github),
+        project: None,
+    };
+    let records = service.read_credentials(&owner(), filter).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].credentials.expose("token"), Some("ghp_audited"));
+}
+
+#[tokio::test]
+async fn member_read_denied_and_audited() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut store = MockStore::new();
+    store.expect_list_integrations().never();
+    let mut sink = MockSink::new();
+    sink.expect_record()
+        .withf(|event| event.outcome == AuditOutcome::Denied)
+        .times(1)
+        .returning(|_| Ok(()));
+    let service = service(store, sink, &cipher);
+
+    let member = Actor::new("bob", Role::Member);
+    let result = service
+        .read_credentials(&member, CredentialFilter::default())
+        .await;
+    assert!(matches!(result, Err(ServiceError::Forbidden(_))));
+}
+
+#[tokio::test]
+async fn application_read_needs_filter() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut store = MockStore::new();
+    store.expect_list_integrations().never();
+    let mut sink = MockSink::new();
+    sink.expect_record().returning(|_| Ok(()));
+    let service = service(store, sink, &cipher);
+
+    let app = Actor::new("ci", Role::Application);
+    let result = service
+        .read_credentials(&app, CredentialFilter::default())
+        .await;
+    let Err(ServiceError::Forbidden(message)) = result else {
+        panic!("expected Forbidden, got {result:?}");
+    };
+    assert!(message.contains("provider or project"));
+}
+
+#[tokio::test]
+async fn application_create_is_unauthenticated() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut store = MockStore::new();
+    store.expect_insert_integration().never();
+    let service = service(store, MockSink::new(), &cipher);
+
+    let app = Actor::new("ci", Role::Application);
+    let request = NewIntegration {
+        provider: Provider::Github,
+        auth_type: AuthType::Pat,
+        credentials: Credentials::new().with("token", "t"),
+        projects: None,
+        is_global: Some(true),
+        is_default: false,
+        config: Default::default(),
+    };
+    let result = service.create_integration(&app, request).await;
+    assert!(matches!(result, Err(ServiceError::Unauthenticated(_))));
+}
+
+#[tokio::test]
+async fn missing_scope_rejected_before_store() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut store = MockStore::new();
+    store.expect_insert_integration().never();
+    let service = service(store, MockSink::new(), &cipher);
+
+    let request = NewIntegration {
+        provider: Provider::Jira,
+        auth_type: AuthType::BasicAuth,
+        credentials: Credentials::new()
+            .with("base_url", "https://example.atlassian.net")
+            .with("username", "u")
+            .with("api_token", "t"),
+        projects: None,
+        is_global: None,
+        is_default: false,
+        config: Default::default(),
+    };
+    let result = service.create_integration(&owner(), request).await;
+    let Err(ServiceError::InvalidInput { field, message }) = result else {
+        panic!("expected InvalidInput, got {result:?}");
+    };
+    assert_eq!(field, "isGlobal");
+    assert_eq!(message, "Either isGlobal or projects must be specified");
+}
+
+#[tokio::test]
+async fn member_global_create_forbidden() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut store = MockStore::new();
+    store.expect_insert_integration().never();
+    let service = service(store, MockSink::new(), &cipher);
+
+    let member = Actor::new("bob", Role::Member);
+    let request = NewIntegration {
+        provider: Provider::Github,
+        auth_type: AuthType::Pat,
+        credentials: Credentials::new().with("token", "t"),
+        projects: None,
+        is_global: Some(true),
+        is_default: false,
+        config: Default::default(),
+    };
+    let result = service.create_integration(&member, request).await;
+    assert!(matches!(result, Err(ServiceError::Forbidden(_))));
+}
+
+#[tokio::test]
+async fn owner_only_routes_forbid_member() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut store = MockStore::new();
+    store.expect_list_integrations().never();
+    store.expect_delete_integration().never();
+    let service = service(store, MockSink::new(), &cipher);
+
+    let member = Actor::new("bob", Role::Member);
+    let listed = service.list_integrations(&member, None).await;
+    assert!(matches!(listed, Err(ServiceError::Forbidden(_))));
+    let defaults = service.list_defaults(&member).await;
+    assert!(matches!(defaults, Err(ServiceError::Forbidden(_))));
+    let deleted = service.delete_integration(&member, Uuid::new_v4()).await;
+    assert!(matches!(deleted, Err(ServiceError::Forbidden(_))));
+}
+
+#[tokio::test]
+async fn moved_row_fails_to_open() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut row = tokio::task::spawn_blocking({
+        let cipher = cipher.clone();
+        move || sealed_github_row(&cipher, "ghp_moved")
+    })
+    .await
+    .unwrap();
+    // Ciphertext copied onto another integration's row must not open there.
+    row.integration.id = Uuid::new_v4();
+
+    let mut store = MockStore::new();
+    store
+        .expect_list_integrations()
+        .returning(move |_| Ok(vec![row.clone()]));
+    let mut sink = MockSink::new();
+    sink.expect_record().never();
+    let service = service(store, sink, &cipher);
+
+    let filter = CredentialFilter {
+        provider: Some(Provider::Github),
+        project: None,
+    };
+    let result = service.read_credentials(&owner(), filter).await;
+    let Err(ServiceError::Internal(message)) = result else {
+        panic!("expected Internal, got {result:?}");
+    };
+    assert!(!message.contains("ghp_moved"));
+}
