@@ -1,0 +1,162 @@
+//! Choosing a store from a database URL.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use integrations_core::store::{IntegrationChanges, IntegrationQuery, ProjectDeletion};
+use integrations_core::{
+    AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredIntegration,
+};
+use uuid::Uuid;
+
+use crate::{PostgresStore, SqliteStore};
+
+/// A SQL store chosen at run time. Cloning is cheap and shares the connection pool.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AnyStore {
+    /// SQLite, for `sqlite:` URLs and data directories.
+    Sqlite(SqliteStore),
+    /// PostgreSQL, for `postgres://` and `postgresql://` URLs.
+    Postgres(PostgresStore),
+}
+
+/// Opens the store a URL names and applies pending migrations.
+///
+/// `postgres://` and `postgresql://` URLs select PostgreSQL; `sqlite:` URLs select SQLite, such
+/// as `sqlite://data/integrations.db` or `sqlite::memory:`. Any other scheme is rejected with
+/// [`StoreError::Unavailable`].
+pub async fn open(url: &str) -> Result<AnyStore, StoreError> {
+    AnyStore::connect(url).await
+}
+
+impl AnyStore {
+    /// Opens the store a URL names; see [`open`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let lowercase = url.trim_start().to_ascii_lowercase();
+        if lowercase.starts_with("postgres://") || lowercase.starts_with("postgresql://") {
+            return Ok(AnyStore::Postgres(PostgresStore::connect(url).await?));
+        }
+        if lowercase.starts_with("sqlite:") {
+            return Ok(AnyStore::Sqlite(SqliteStore::connect(url).await?));
+        }
+        // Only the scheme is quoted, because the rest of the URL may contain a password.
+        let scheme: String = lowercase
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(32)
+            .collect();
+        Err(StoreError::Unavailable(format!(
+            "unsupported database URL scheme '{scheme}': expected postgres://, postgresql:// \
+             or sqlite:"
+        )))
+    }
+
+    /// Returns the store as the two seams a server holds.
+    pub fn into_parts(self) -> (Arc<dyn IntegrationStore>, Arc<dyn AuditSink>) {
+        let store = Arc::new(self);
+        (store.clone(), store)
+    }
+
+    fn inner(&self) -> &dyn IntegrationStore {
+        match self {
+            AnyStore::Sqlite(store) => store,
+            AnyStore::Postgres(store) => store,
+        }
+    }
+}
+
+impl From<SqliteStore> for AnyStore {
+    fn from(store: SqliteStore) -> Self {
+        AnyStore::Sqlite(store)
+    }
+}
+
+impl From<PostgresStore> for AnyStore {
+    fn from(store: PostgresStore) -> Self {
+        AnyStore::Postgres(store)
+    }
+}
+
+#[async_trait]
+impl IntegrationStore for AnyStore {
+    async fn insert_project(
+        &self,
+        project: &Project,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.inner().insert_project(project, audit).await
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
+        self.inner().list_projects().await
+    }
+
+    async fn find_project(&self, key: &str) -> Result<Option<Project>, StoreError> {
+        self.inner().find_project(key).await
+    }
+
+    async fn delete_project(
+        &self,
+        key: &str,
+        audit: &AuditEvent,
+    ) -> Result<ProjectDeletion, StoreError> {
+        self.inner().delete_project(key, audit).await
+    }
+
+    async fn insert_integration(
+        &self,
+        integration: &StoredIntegration,
+        project_keys: &[String],
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.inner()
+            .insert_integration(integration, project_keys, audit)
+            .await
+    }
+
+    async fn list_integrations(
+        &self,
+        query: &IntegrationQuery,
+    ) -> Result<Vec<StoredIntegration>, StoreError> {
+        self.inner().list_integrations(query).await
+    }
+
+    async fn find_integration(&self, id: Uuid) -> Result<Option<StoredIntegration>, StoreError> {
+        self.inner().find_integration(id).await
+    }
+
+    async fn update_integration(
+        &self,
+        id: Uuid,
+        changes: &IntegrationChanges,
+        audit: &AuditEvent,
+    ) -> Result<Option<StoredIntegration>, StoreError> {
+        self.inner().update_integration(id, changes, audit).await
+    }
+
+    async fn delete_integration(&self, id: Uuid, audit: &AuditEvent) -> Result<bool, StoreError> {
+        self.inner().delete_integration(id, audit).await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.inner().append_audit(event).await
+    }
+
+    async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner().list_audit(offset, limit).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner().ping().await
+    }
+}
+
+#[async_trait]
+impl AuditSink for AnyStore {
+    async fn record(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.inner().append_audit(event).await
+    }
+}

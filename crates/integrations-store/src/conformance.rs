@@ -1,0 +1,1117 @@
+//! One behaviour suite for every store, so that a new backend can prove it keeps the same rules.
+//!
+//! Each test is a public async function taking a fresh, empty store. A test file instantiates
+//! all of them with [`conformance_tests!`](crate::conformance_tests) and a setup function:
+//!
+//! ```ignore
+//! async fn setup() -> Result<Fixture<MemoryStore>, String> {
+//!     Ok(Fixture::new(MemoryStore::new()))
+//! }
+//! integrations_store::conformance_tests!(setup);
+//! ```
+//!
+//! A setup that returns `Err(reason)` skips the test with that reason.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use integrations_core::store::{IntegrationChanges, IntegrationQuery, ProjectDeletion};
+use integrations_core::{
+    Actor, AuditAction, AuditEvent, AuditOutcome, AuditSink, AuthType, Integration,
+    IntegrationStore, Platform, Project, Provider, Role, StoreError, StoredIntegration,
+};
+use uuid::Uuid;
+
+/// A store the suite can test: both seams, and cheap clones for concurrent tasks.
+pub trait ConformanceStore: IntegrationStore + AuditSink + Clone + 'static {}
+
+impl<S: IntegrationStore + AuditSink + Clone + 'static> ConformanceStore for S {}
+
+/// Work that releases what a setup created, such as a database, once the test ends.
+pub type Cleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A fresh store for one test and what to release after it.
+pub struct Fixture<S> {
+    store: S,
+    cleanup: Option<Cleanup>,
+}
+
+impl<S> Fixture<S> {
+    /// Wraps a store that needs no cleanup.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            cleanup: None,
+        }
+    }
+
+    /// Wraps a store and the work that releases it, which runs even when the test fails.
+    pub fn with_cleanup(store: S, cleanup: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            store,
+            cleanup: Some(Box::pin(cleanup)),
+        }
+    }
+}
+
+/// Runs one test on a store from `setup`, then the fixture's cleanup, then reports the outcome.
+///
+/// The test body runs in its own task, so that a failed assertion still lets the cleanup run.
+pub async fn run<S, Setup, SetupFuture, Body, BodyFuture>(name: &str, setup: Setup, body: Body)
+where
+    S: ConformanceStore,
+    Setup: FnOnce() -> SetupFuture,
+    SetupFuture: Future<Output = Result<Fixture<S>, String>>,
+    Body: FnOnce(S) -> BodyFuture,
+    BodyFuture: Future<Output = ()> + Send + 'static,
+{
+    let fixture = match setup().await {
+        Ok(fixture) => fixture,
+        Err(reason) => {
+            println!("{name}: skipped: {reason}");
+            return;
+        }
+    };
+    let outcome = tokio::spawn(body(fixture.store)).await;
+    if let Some(cleanup) = fixture.cleanup {
+        cleanup.await;
+    }
+    if let Err(error) = outcome {
+        if error.is_panic() {
+            std::panic::resume_unwind(error.into_panic());
+        }
+        panic!("{name}: test task ended abnormally: {error}");
+    }
+}
+
+/// Declares one `#[tokio::test]` per conformance test, each on a store from `$setup`.
+///
+/// `$setup` is an async function returning `Result<Fixture<S>, String>`. The calling crate must
+/// depend on `tokio` with the `macros` and `rt-multi-thread` features.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($setup:path) => {
+        $crate::conformance_tests!(@each $setup;
+            project_insert_find,
+            project_find_missing,
+            project_list_ordered,
+            project_duplicate_rejected,
+            project_unicode_identifier,
+            project_delete_missing,
+            project_delete_unused,
+            project_delete_in_use,
+            project_delete_detaches,
+            integration_roundtrip,
+            integration_large_sealed,
+            integration_unicode_config,
+            integration_find_missing,
+            integration_unknown_project,
+            integration_projects_sorted,
+            integration_repeated_key,
+            integration_duplicate_id,
+            default_insert_replaces,
+            default_ai_category_shared,
+            default_categories_independent,
+            default_requires_global,
+            update_changes_fields,
+            update_empty_changes,
+            update_default_moves,
+            update_default_unset,
+            update_default_non_global,
+            update_missing,
+            delete_integration_links,
+            delete_integration_missing,
+            list_order,
+            list_filter_provider,
+            list_filter_project,
+            list_filter_global,
+            list_filter_default,
+            audit_roundtrip,
+            audit_newest_first,
+            audit_paging,
+            audit_sink_record,
+            audit_with_changes,
+            audit_rolled_back,
+            concurrent_default_inserts,
+            concurrent_default_moves,
+            ping_succeeds,
+        );
+    };
+    (@each $setup:path; $($test:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                $crate::conformance::run(
+                    stringify!($test),
+                    $setup,
+                    $crate::conformance::$test,
+                )
+                .await;
+            }
+        )+
+    };
+}
+
+// Fixtures. Times have whole microseconds because PostgreSQL keeps no finer precision.
+
+fn base_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap() + Duration::microseconds(123_456)
+}
+
+fn project(identifier: &str) -> Project {
+    Project {
+        identifier: identifier.to_owned(),
+        remote_url: format!("https://github.com/{identifier}.git"),
+        platform: Platform::Github,
+        created_at: base_time(),
+    }
+}
+
+/// An integration created `offset` seconds after the base time.
+fn integration(
+    provider: Provider,
+    is_global: bool,
+    is_default: bool,
+    offset: i64,
+) -> StoredIntegration {
+    let created_at = base_time() + Duration::seconds(offset);
+    let mut config = serde_json::Map::new();
+    config.insert("site".to_owned(), serde_json::json!("datadoghq.com"));
+    StoredIntegration {
+        integration: Integration {
+            id: Uuid::new_v4(),
+            provider,
+            auth_type: AuthType::Pat,
+            is_global,
+            is_default,
+            projects: Vec::new(),
+            config,
+            credential_fields: vec!["token".to_owned()],
+            created_at,
+            updated_at: created_at,
+        },
+        sealed_credentials: vec![1, 2, 3, 0, 255],
+    }
+}
+
+fn global(provider: Provider, offset: i64) -> StoredIntegration {
+    integration(provider, true, false, offset)
+}
+
+fn default_of(provider: Provider, offset: i64) -> StoredIntegration {
+    integration(provider, true, true, offset)
+}
+
+/// A scoped integration whose `projects` lists the identifiers it will be read back with.
+fn scoped(provider: Provider, offset: i64, identifiers: &[&str]) -> StoredIntegration {
+    let mut stored = integration(provider, false, false, offset);
+    stored.integration.projects = identifiers.iter().map(|id| (*id).to_owned()).collect();
+    stored.integration.projects.sort();
+    stored
+}
+
+fn keys(identifiers: &[&str]) -> Vec<String> {
+    identifiers
+        .iter()
+        .map(|identifier| integrations_core::model::project_key(identifier))
+        .collect()
+}
+
+fn event(action: AuditAction) -> AuditEvent {
+    AuditEvent {
+        at: base_time(),
+        ..AuditEvent::new(
+            &Actor::new("tester", Role::Owner),
+            action,
+            AuditOutcome::Success,
+        )
+    }
+}
+
+async fn add_project<S: ConformanceStore>(store: &S, identifier: &str) {
+    store
+        .insert_project(&project(identifier), &event(AuditAction::ProjectCreated))
+        .await
+        .expect("insert project");
+}
+
+async fn add<S: ConformanceStore>(store: &S, stored: &StoredIntegration, project_keys: &[String]) {
+    store
+        .insert_integration(
+            stored,
+            project_keys,
+            &event(AuditAction::IntegrationCreated),
+        )
+        .await
+        .expect("insert integration");
+}
+
+async fn find<S: ConformanceStore>(store: &S, id: Uuid) -> Option<StoredIntegration> {
+    store.find_integration(id).await.expect("find integration")
+}
+
+async fn list<S: ConformanceStore>(store: &S, query: IntegrationQuery) -> Vec<Uuid> {
+    store
+        .list_integrations(&query)
+        .await
+        .expect("list integrations")
+        .into_iter()
+        .map(|stored| stored.integration.id)
+        .collect()
+}
+
+async fn defaults<S: ConformanceStore>(store: &S) -> Vec<Uuid> {
+    list(
+        store,
+        IntegrationQuery {
+            default_only: true,
+            ..IntegrationQuery::default()
+        },
+    )
+    .await
+}
+
+async fn audit_count<S: ConformanceStore>(store: &S) -> usize {
+    store.list_audit(0, 1_000).await.expect("list audit").len()
+}
+
+fn update_event() -> AuditEvent {
+    event(AuditAction::IntegrationUpdated)
+}
+
+fn make_default() -> IntegrationChanges {
+    IntegrationChanges {
+        is_default: Some(true),
+        updated_at: Some(base_time() + Duration::seconds(3_600)),
+        ..IntegrationChanges::default()
+    }
+}
+
+// Projects.
+
+/// A project is found by its lowercase key and keeps its identifier as registered.
+pub async fn project_insert_find<S: ConformanceStore>(store: S) {
+    let registered = project("Flxbl-IO/SF-Core");
+    store
+        .insert_project(&registered, &event(AuditAction::ProjectCreated))
+        .await
+        .expect("insert project");
+
+    let found = store
+        .find_project("flxbl-io/sf-core")
+        .await
+        .expect("find project");
+    assert_eq!(found, Some(registered));
+}
+
+/// An unknown key finds nothing.
+pub async fn project_find_missing<S: ConformanceStore>(store: S) {
+    let found = store
+        .find_project("nobody/nothing")
+        .await
+        .expect("find project");
+    assert_eq!(found, None);
+}
+
+/// Projects are listed by key, whatever the case of their identifiers.
+pub async fn project_list_ordered<S: ConformanceStore>(store: S) {
+    for identifier in ["charlie/repo", "Alpha/repo", "bravo/repo"] {
+        add_project(&store, identifier).await;
+    }
+
+    let listed: Vec<String> = store
+        .list_projects()
+        .await
+        .expect("list projects")
+        .into_iter()
+        .map(|project| project.identifier)
+        .collect();
+    assert_eq!(listed, ["Alpha/repo", "bravo/repo", "charlie/repo"]);
+}
+
+/// A second project whose identifier differs only in case is a duplicate.
+pub async fn project_duplicate_rejected<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+
+    let result = store
+        .insert_project(&project("Owner/Repo"), &event(AuditAction::ProjectCreated))
+        .await;
+    assert!(
+        matches!(&result, Err(StoreError::DuplicateProject(identifier)) if identifier == "Owner/Repo"),
+        "{result:?}"
+    );
+    let projects = store.list_projects().await.expect("list projects");
+    assert_eq!(projects.len(), 1);
+    assert_eq!(projects[0].identifier, "owner/repo");
+}
+
+/// Identifiers outside ASCII round-trip and are keyed in lowercase.
+pub async fn project_unicode_identifier<S: ConformanceStore>(store: S) {
+    let registered = project("Ärger/Ünïcödé-Répo-✓");
+    store
+        .insert_project(&registered, &event(AuditAction::ProjectCreated))
+        .await
+        .expect("insert project");
+
+    let found = store
+        .find_project("ärger/ünïcödé-répo-✓")
+        .await
+        .expect("find project");
+    assert_eq!(found, Some(registered));
+}
+
+/// Deleting an unknown project reports it and writes no audit event.
+pub async fn project_delete_missing<S: ConformanceStore>(store: S) {
+    let result = store
+        .delete_project("nobody/nothing", &event(AuditAction::ProjectDeleted))
+        .await
+        .expect("delete project");
+    assert_eq!(result, ProjectDeletion::NotFound);
+    assert_eq!(audit_count(&store).await, 0);
+}
+
+/// A project no integration uses is deleted with nothing detached.
+pub async fn project_delete_unused<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+
+    let result = store
+        .delete_project("owner/repo", &event(AuditAction::ProjectDeleted))
+        .await
+        .expect("delete project");
+    assert_eq!(
+        result,
+        ProjectDeletion::Deleted {
+            detached_integrations: Vec::new()
+        }
+    );
+    assert_eq!(
+        store
+            .find_project("owner/repo")
+            .await
+            .expect("find project"),
+        None
+    );
+    assert_eq!(audit_count(&store).await, 2);
+}
+
+/// A project that is the only scope of integrations stays, and the error names them sorted.
+pub async fn project_delete_in_use<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+    add_project(&store, "owner/other").await;
+    let first = scoped(Provider::Github, 0, &["owner/repo"]);
+    let second = scoped(Provider::Jira, 1, &["owner/repo"]);
+    let shared = scoped(Provider::Gitlab, 2, &["owner/repo", "owner/other"]);
+    add(&store, &first, &keys(&["owner/repo"])).await;
+    add(&store, &second, &keys(&["owner/repo"])).await;
+    add(&store, &shared, &keys(&["owner/repo", "owner/other"])).await;
+    let audit_before = audit_count(&store).await;
+
+    let result = store
+        .delete_project("owner/repo", &event(AuditAction::ProjectDeleted))
+        .await;
+
+    let mut expected = vec![first.integration.id, second.integration.id];
+    expected.sort();
+    assert!(
+        matches!(&result, Err(StoreError::ProjectInUse(ids)) if *ids == expected),
+        "{result:?}"
+    );
+    assert!(store
+        .find_project("owner/repo")
+        .await
+        .expect("find project")
+        .is_some());
+    assert_eq!(find(&store, shared.integration.id).await, Some(shared));
+    assert_eq!(find(&store, first.integration.id).await, Some(first));
+    assert_eq!(audit_count(&store).await, audit_before);
+}
+
+/// Deleting one of several projects of an integration detaches it from that project only.
+pub async fn project_delete_detaches<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+    add_project(&store, "owner/other").await;
+    let shared = scoped(Provider::Github, 0, &["owner/repo", "owner/other"]);
+    add(&store, &shared, &keys(&["owner/repo", "owner/other"])).await;
+
+    let result = store
+        .delete_project("owner/repo", &event(AuditAction::ProjectDeleted))
+        .await
+        .expect("delete project");
+    assert_eq!(
+        result,
+        ProjectDeletion::Deleted {
+            detached_integrations: vec![shared.integration.id]
+        }
+    );
+    let remaining = find(&store, shared.integration.id)
+        .await
+        .expect("integration kept");
+    assert_eq!(remaining.integration.projects, ["owner/other"]);
+}
+
+// Integrations.
+
+/// An integration reads back exactly as inserted, sealed bytes included.
+pub async fn integration_roundtrip<S: ConformanceStore>(store: S) {
+    let stored = global(Provider::Datadog, 0);
+    add(&store, &stored, &[]).await;
+
+    assert_eq!(find(&store, stored.integration.id).await, Some(stored));
+}
+
+/// A 16 KiB sealed blob round-trips unchanged.
+pub async fn integration_large_sealed<S: ConformanceStore>(store: S) {
+    let mut stored = global(Provider::Github, 0);
+    stored.sealed_credentials = (0..16 * 1024).map(|index| (index % 251) as u8).collect();
+    add(&store, &stored, &[]).await;
+
+    let found = find(&store, stored.integration.id)
+        .await
+        .expect("integration found");
+    assert_eq!(found.sealed_credentials.len(), 16 * 1024);
+    assert_eq!(found.sealed_credentials, stored.sealed_credentials);
+}
+
+/// Configuration with text outside ASCII, nesting and numbers round-trips unchanged.
+pub async fn integration_unicode_config<S: ConformanceStore>(store: S) {
+    let mut stored = global(Provider::Splunk, 0);
+    let config = serde_json::json!({
+        "host": "splunk.例え.jp",
+        "label": "Überwachung ✓ \u{1F600}",
+        "escaped": "quote \" backslash \\ nul \u{0} end",
+        "nested": {"ports": [8088, 443], "ratio": 0.25, "enabled": true, "none": null},
+    });
+    stored.integration.config = config.as_object().cloned().expect("object");
+    stored.integration.credential_fields = vec!["api_key".to_owned(), "ключ".to_owned()];
+    add(&store, &stored, &[]).await;
+
+    assert_eq!(find(&store, stored.integration.id).await, Some(stored));
+}
+
+/// An unknown id finds nothing.
+pub async fn integration_find_missing<S: ConformanceStore>(store: S) {
+    assert_eq!(find(&store, Uuid::new_v4()).await, None);
+}
+
+/// A scope naming an unregistered project fails with that key and writes nothing.
+pub async fn integration_unknown_project<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+    let stored = scoped(Provider::Github, 0, &["owner/repo", "owner/ghost"]);
+
+    let result = store
+        .insert_integration(
+            &stored,
+            &keys(&["owner/repo", "owner/ghost"]),
+            &event(AuditAction::IntegrationCreated),
+        )
+        .await;
+
+    assert!(
+        matches!(&result, Err(StoreError::ProjectNotFound(key)) if key == "owner/ghost"),
+        "{result:?}"
+    );
+    assert_eq!(find(&store, stored.integration.id).await, None);
+    assert_eq!(
+        list(&store, IntegrationQuery::default()).await,
+        Vec::<Uuid>::new()
+    );
+    let in_use = store
+        .delete_project("owner/repo", &event(AuditAction::ProjectDeleted))
+        .await
+        .expect("delete project");
+    assert_eq!(
+        in_use,
+        ProjectDeletion::Deleted {
+            detached_integrations: Vec::new()
+        }
+    );
+}
+
+/// An integration lists the registered identifiers of its projects, sorted.
+pub async fn integration_projects_sorted<S: ConformanceStore>(store: S) {
+    add_project(&store, "b-org/Repo").await;
+    add_project(&store, "a-org/repo").await;
+    let stored = scoped(Provider::Github, 0, &["b-org/Repo", "a-org/repo"]);
+    add(&store, &stored, &keys(&["b-org/Repo", "a-org/repo"])).await;
+
+    let found = find(&store, stored.integration.id)
+        .await
+        .expect("integration found");
+    assert_eq!(found.integration.projects, ["a-org/repo", "b-org/Repo"]);
+}
+
+/// A key given twice in a scope links the project once.
+pub async fn integration_repeated_key<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+    let stored = scoped(Provider::Github, 0, &["owner/repo"]);
+    add(&store, &stored, &keys(&["owner/repo", "owner/repo"])).await;
+
+    let found = find(&store, stored.integration.id)
+        .await
+        .expect("integration found");
+    assert_eq!(found.integration.projects, ["owner/repo"]);
+}
+
+/// A second integration with an existing id is a conflict and leaves the first unchanged.
+pub async fn integration_duplicate_id<S: ConformanceStore>(store: S) {
+    let first = global(Provider::Github, 0);
+    add(&store, &first, &[]).await;
+    let mut second = global(Provider::Jira, 1);
+    second.integration.id = first.integration.id;
+
+    let result = store
+        .insert_integration(&second, &[], &event(AuditAction::IntegrationCreated))
+        .await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    assert_eq!(find(&store, first.integration.id).await, Some(first));
+}
+
+// Defaults.
+
+/// Inserting a default unsets the previous default of the provider.
+pub async fn default_insert_replaces<S: ConformanceStore>(store: S) {
+    let first = default_of(Provider::Github, 0);
+    let second = default_of(Provider::Github, 1);
+    add(&store, &first, &[]).await;
+    add(&store, &second, &[]).await;
+
+    assert_eq!(defaults(&store).await, [second.integration.id]);
+    let previous = find(&store, first.integration.id)
+        .await
+        .expect("first kept");
+    assert!(!previous.integration.is_default);
+}
+
+/// Every AI provider shares one default.
+pub async fn default_ai_category_shared<S: ConformanceStore>(store: S) {
+    let openai = default_of(Provider::AiOpenai, 0);
+    let anthropic = default_of(Provider::AiAnthropic, 1);
+    add(&store, &openai, &[]).await;
+    add(&store, &anthropic, &[]).await;
+
+    assert_eq!(defaults(&store).await, [anthropic.integration.id]);
+}
+
+/// Defaults of different categories stay side by side.
+pub async fn default_categories_independent<S: ConformanceStore>(store: S) {
+    let github = default_of(Provider::Github, 0);
+    let gitlab = default_of(Provider::Gitlab, 1);
+    let ai = default_of(Provider::AiGoogle, 2);
+    add(&store, &github, &[]).await;
+    add(&store, &gitlab, &[]).await;
+    add(&store, &ai, &[]).await;
+
+    assert_eq!(
+        defaults(&store).await,
+        [
+            github.integration.id,
+            gitlab.integration.id,
+            ai.integration.id
+        ]
+    );
+}
+
+/// A default that is not global is rejected, and the previous default stays.
+pub async fn default_requires_global<S: ConformanceStore>(store: S) {
+    let previous = default_of(Provider::Github, 0);
+    add(&store, &previous, &[]).await;
+    let audit_before = audit_count(&store).await;
+    let invalid = integration(Provider::Github, false, true, 1);
+
+    let result = store
+        .insert_integration(&invalid, &[], &event(AuditAction::IntegrationCreated))
+        .await;
+
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(find(&store, invalid.integration.id).await, None);
+    assert_eq!(defaults(&store).await, [previous.integration.id]);
+    assert_eq!(audit_count(&store).await, audit_before);
+}
+
+// Updates.
+
+/// An update replaces credentials, fields, configuration and time, and keeps the rest.
+pub async fn update_changes_fields<S: ConformanceStore>(store: S) {
+    let original = global(Provider::Github, 0);
+    add(&store, &original, &[]).await;
+    let mut config = serde_json::Map::new();
+    config.insert(
+        "base_url".to_owned(),
+        serde_json::json!("https://ghe.example.com/api/v3"),
+    );
+    let changes = IntegrationChanges {
+        sealed_credentials: Some((
+            vec![9; 64],
+            vec!["appId".to_owned(), "privateKey".to_owned()],
+        )),
+        config: Some(config.clone()),
+        is_default: None,
+        updated_at: Some(base_time() + Duration::seconds(60)),
+    };
+
+    let updated = store
+        .update_integration(original.integration.id, &changes, &update_event())
+        .await
+        .expect("update integration")
+        .expect("integration exists");
+
+    let mut expected = original.clone();
+    expected.sealed_credentials = vec![9; 64];
+    expected.integration.credential_fields = vec!["appId".to_owned(), "privateKey".to_owned()];
+    expected.integration.config = config;
+    expected.integration.updated_at = base_time() + Duration::seconds(60);
+    assert_eq!(updated, expected);
+    assert_eq!(find(&store, original.integration.id).await, Some(expected));
+}
+
+/// An update without changes returns the integration as it was.
+pub async fn update_empty_changes<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+    let original = scoped(Provider::Jira, 0, &["owner/repo"]);
+    add(&store, &original, &keys(&["owner/repo"])).await;
+
+    let updated = store
+        .update_integration(
+            original.integration.id,
+            &IntegrationChanges::default(),
+            &update_event(),
+        )
+        .await
+        .expect("update integration");
+    assert_eq!(updated, Some(original));
+}
+
+/// Making an integration the default unsets the previous default of its category.
+pub async fn update_default_moves<S: ConformanceStore>(store: S) {
+    let previous = default_of(Provider::AiOpenai, 0);
+    let next = global(Provider::AiAnthropic, 1);
+    add(&store, &previous, &[]).await;
+    add(&store, &next, &[]).await;
+
+    let updated = store
+        .update_integration(next.integration.id, &make_default(), &update_event())
+        .await
+        .expect("update integration")
+        .expect("integration exists");
+
+    assert!(updated.integration.is_default);
+    assert_eq!(defaults(&store).await, [next.integration.id]);
+}
+
+/// Clearing the default flag leaves the category without a default.
+pub async fn update_default_unset<S: ConformanceStore>(store: S) {
+    let current = default_of(Provider::Npm, 0);
+    add(&store, &current, &[]).await;
+    let changes = IntegrationChanges {
+        is_default: Some(false),
+        ..IntegrationChanges::default()
+    };
+
+    store
+        .update_integration(current.integration.id, &changes, &update_event())
+        .await
+        .expect("update integration");
+    assert_eq!(defaults(&store).await, Vec::<Uuid>::new());
+}
+
+/// A scoped integration cannot become the default, and the previous default stays.
+pub async fn update_default_non_global<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+    let previous = default_of(Provider::Github, 0);
+    let scoped_one = scoped(Provider::Github, 1, &["owner/repo"]);
+    add(&store, &previous, &[]).await;
+    add(&store, &scoped_one, &keys(&["owner/repo"])).await;
+    let audit_before = audit_count(&store).await;
+
+    let result = store
+        .update_integration(scoped_one.integration.id, &make_default(), &update_event())
+        .await;
+
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(defaults(&store).await, [previous.integration.id]);
+    assert_eq!(find(&store, previous.integration.id).await, Some(previous));
+    assert_eq!(audit_count(&store).await, audit_before);
+}
+
+/// Updating an unknown id returns nothing and writes no audit event.
+pub async fn update_missing<S: ConformanceStore>(store: S) {
+    let result = store
+        .update_integration(Uuid::new_v4(), &make_default(), &update_event())
+        .await
+        .expect("update integration");
+    assert_eq!(result, None);
+    assert_eq!(audit_count(&store).await, 0);
+}
+
+// Deletes.
+
+/// Deleting an integration removes it and its project links, so the project is free to go.
+pub async fn delete_integration_links<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+    let stored = scoped(Provider::Github, 0, &["owner/repo"]);
+    add(&store, &stored, &keys(&["owner/repo"])).await;
+
+    let deleted = store
+        .delete_integration(
+            stored.integration.id,
+            &event(AuditAction::IntegrationDeleted),
+        )
+        .await
+        .expect("delete integration");
+
+    assert!(deleted);
+    assert_eq!(find(&store, stored.integration.id).await, None);
+    let by_project = IntegrationQuery {
+        project_key: Some("owner/repo".to_owned()),
+        ..IntegrationQuery::default()
+    };
+    assert_eq!(list(&store, by_project).await, Vec::<Uuid>::new());
+    let project_deleted = store
+        .delete_project("owner/repo", &event(AuditAction::ProjectDeleted))
+        .await
+        .expect("delete project");
+    assert_eq!(
+        project_deleted,
+        ProjectDeletion::Deleted {
+            detached_integrations: Vec::new()
+        }
+    );
+}
+
+/// Deleting an unknown id returns `false` and writes no audit event.
+pub async fn delete_integration_missing<S: ConformanceStore>(store: S) {
+    let deleted = store
+        .delete_integration(Uuid::new_v4(), &event(AuditAction::IntegrationDeleted))
+        .await
+        .expect("delete integration");
+    assert!(!deleted);
+    assert_eq!(audit_count(&store).await, 0);
+}
+
+// Listing.
+
+/// Defaults come first, then integrations by creation time, then by id.
+pub async fn list_order<S: ConformanceStore>(store: S) {
+    let late = global(Provider::Github, 30);
+    let early = global(Provider::Jira, 10);
+    let default_late = default_of(Provider::Gitlab, 40);
+    let default_early = default_of(Provider::Npm, 20);
+    let mut tied_a = global(Provider::Jfrog, 5);
+    let mut tied_b = global(Provider::Jfrog, 5);
+    tied_a.integration.id = Uuid::from_u128(0x2000_0000_0000_4000_8000_0000_0000_0001);
+    tied_b.integration.id = Uuid::from_u128(0x1000_0000_0000_4000_8000_0000_0000_0001);
+    for stored in [
+        &late,
+        &early,
+        &default_late,
+        &default_early,
+        &tied_a,
+        &tied_b,
+    ] {
+        add(&store, stored, &[]).await;
+    }
+
+    let expected = [
+        default_early.integration.id,
+        default_late.integration.id,
+        tied_b.integration.id,
+        tied_a.integration.id,
+        early.integration.id,
+        late.integration.id,
+    ];
+    assert_eq!(list(&store, IntegrationQuery::default()).await, expected);
+}
+
+/// The provider filter keeps that provider only.
+pub async fn list_filter_provider<S: ConformanceStore>(store: S) {
+    let github = global(Provider::Github, 0);
+    let gitlab = global(Provider::Gitlab, 1);
+    let azure = global(Provider::AzureDevops, 2);
+    for stored in [&github, &gitlab, &azure] {
+        add(&store, stored, &[]).await;
+    }
+
+    let query = IntegrationQuery {
+        provider: Some(Provider::AzureDevops),
+        ..IntegrationQuery::default()
+    };
+    assert_eq!(list(&store, query).await, [azure.integration.id]);
+}
+
+/// The project filter keeps the integrations linked to that project key.
+pub async fn list_filter_project<S: ConformanceStore>(store: S) {
+    add_project(&store, "Owner/Repo").await;
+    add_project(&store, "owner/other").await;
+    let mine = scoped(Provider::Github, 0, &["Owner/Repo"]);
+    let shared = scoped(Provider::Jira, 1, &["Owner/Repo", "owner/other"]);
+    let other = scoped(Provider::Github, 2, &["owner/other"]);
+    let everywhere = global(Provider::Github, 3);
+    add(&store, &mine, &keys(&["Owner/Repo"])).await;
+    add(&store, &shared, &keys(&["Owner/Repo", "owner/other"])).await;
+    add(&store, &other, &keys(&["owner/other"])).await;
+    add(&store, &everywhere, &[]).await;
+
+    let query = IntegrationQuery {
+        project_key: Some("owner/repo".to_owned()),
+        ..IntegrationQuery::default()
+    };
+    let listed = store
+        .list_integrations(&query)
+        .await
+        .expect("list integrations");
+    assert_eq!(listed, [mine, shared]);
+}
+
+/// The global filter drops scoped integrations.
+pub async fn list_filter_global<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+    let scoped_one = scoped(Provider::Github, 0, &["owner/repo"]);
+    let global_one = global(Provider::Github, 1);
+    add(&store, &scoped_one, &keys(&["owner/repo"])).await;
+    add(&store, &global_one, &[]).await;
+
+    let query = IntegrationQuery {
+        global_only: true,
+        ..IntegrationQuery::default()
+    };
+    assert_eq!(list(&store, query).await, [global_one.integration.id]);
+}
+
+/// The default filter keeps defaults only, combined with the provider filter.
+pub async fn list_filter_default<S: ConformanceStore>(store: S) {
+    let github = default_of(Provider::Github, 0);
+    let jira = default_of(Provider::Jira, 1);
+    let plain = global(Provider::Github, 2);
+    for stored in [&github, &jira, &plain] {
+        add(&store, stored, &[]).await;
+    }
+
+    let query = IntegrationQuery {
+        provider: Some(Provider::Github),
+        default_only: true,
+        ..IntegrationQuery::default()
+    };
+    assert_eq!(list(&store, query).await, [github.integration.id]);
+}
+
+// Audit.
+
+/// An audit event reads back with every field.
+pub async fn audit_roundtrip<S: ConformanceStore>(store: S) {
+    let mut filters = BTreeMap::new();
+    filters.insert("provider".to_owned(), "github".to_owned());
+    filters.insert("project".to_owned(), "Ärger/Répo".to_owned());
+    let recorded = AuditEvent {
+        id: Uuid::new_v4(),
+        at: base_time(),
+        actor_subject: "ci-bot ✓".to_owned(),
+        actor_role: Role::Application,
+        action: AuditAction::CredentialsRead,
+        integration_ids: vec![Uuid::new_v4(), Uuid::new_v4()],
+        filters,
+        outcome: AuditOutcome::Denied,
+    };
+    store.append_audit(&recorded).await.expect("append audit");
+
+    let listed = store.list_audit(0, 10).await.expect("list audit");
+    assert_eq!(listed, [recorded]);
+}
+
+/// Events are listed newest first, and in reverse order of writing when their times tie.
+pub async fn audit_newest_first<S: ConformanceStore>(store: S) {
+    let older = event(AuditAction::CredentialsRead);
+    let newer = AuditEvent {
+        at: base_time() + Duration::seconds(1),
+        ..event(AuditAction::CredentialsRead)
+    };
+    let tied_first = event(AuditAction::CredentialsRead);
+    for recorded in [&older, &newer, &tied_first] {
+        store.append_audit(recorded).await.expect("append audit");
+    }
+
+    let ids: Vec<Uuid> = store
+        .list_audit(0, 10)
+        .await
+        .expect("list audit")
+        .into_iter()
+        .map(|listed| listed.id)
+        .collect();
+    assert_eq!(ids, [newer.id, tied_first.id, older.id]);
+}
+
+/// Offset and limit page through the events.
+pub async fn audit_paging<S: ConformanceStore>(store: S) {
+    let mut written = Vec::new();
+    for offset in 0..5 {
+        let recorded = AuditEvent {
+            at: base_time() + Duration::seconds(offset),
+            ..event(AuditAction::CredentialsRead)
+        };
+        store.append_audit(&recorded).await.expect("append audit");
+        written.push(recorded.id);
+    }
+    written.reverse();
+
+    let page = |offset, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .list_audit(offset, limit)
+                .await
+                .expect("list audit")
+                .into_iter()
+                .map(|listed| listed.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(0, 2).await, written[0..2]);
+    assert_eq!(page(2, 2).await, written[2..4]);
+    assert_eq!(page(4, 2).await, written[4..5]);
+    assert_eq!(page(5, 2).await, Vec::<Uuid>::new());
+    assert_eq!(page(0, u64::MAX).await, written);
+}
+
+/// The audit sink writes to the same log.
+pub async fn audit_sink_record<S: ConformanceStore>(store: S) {
+    let recorded = event(AuditAction::CredentialsRead);
+    AuditSink::record(&store, &recorded).await.expect("record");
+
+    let listed = store.list_audit(0, 10).await.expect("list audit");
+    assert_eq!(listed, [recorded]);
+}
+
+/// Every successful change writes the audit event it was given.
+pub async fn audit_with_changes<S: ConformanceStore>(store: S) {
+    let project_event = event(AuditAction::ProjectCreated);
+    store
+        .insert_project(&project("owner/repo"), &project_event)
+        .await
+        .expect("insert project");
+    let stored = global(Provider::Github, 0);
+    let create_event = event(AuditAction::IntegrationCreated);
+    store
+        .insert_integration(&stored, &[], &create_event)
+        .await
+        .expect("insert integration");
+    let change_event = update_event();
+    store
+        .update_integration(stored.integration.id, &make_default(), &change_event)
+        .await
+        .expect("update integration");
+    let delete_event = event(AuditAction::IntegrationDeleted);
+    store
+        .delete_integration(stored.integration.id, &delete_event)
+        .await
+        .expect("delete integration");
+    let unregister_event = event(AuditAction::ProjectDeleted);
+    store
+        .delete_project("owner/repo", &unregister_event)
+        .await
+        .expect("delete project");
+
+    let mut listed: Vec<Uuid> = store
+        .list_audit(0, 10)
+        .await
+        .expect("list audit")
+        .into_iter()
+        .map(|listed| listed.id)
+        .collect();
+    listed.sort();
+    let mut expected = vec![
+        project_event.id,
+        create_event.id,
+        change_event.id,
+        delete_event.id,
+        unregister_event.id,
+    ];
+    expected.sort();
+    assert_eq!(listed, expected);
+}
+
+/// A change that fails leaves no audit event behind.
+pub async fn audit_rolled_back<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+    let stored = scoped(Provider::Github, 0, &["owner/ghost"]);
+    let failed_insert = event(AuditAction::IntegrationCreated);
+    let failed_project = event(AuditAction::ProjectCreated);
+
+    let insert = store
+        .insert_integration(&stored, &keys(&["owner/ghost"]), &failed_insert)
+        .await;
+    let duplicate = store
+        .insert_project(&project("OWNER/REPO"), &failed_project)
+        .await;
+
+    assert!(insert.is_err(), "{insert:?}");
+    assert!(duplicate.is_err(), "{duplicate:?}");
+    let ids: Vec<Uuid> = store
+        .list_audit(0, 10)
+        .await
+        .expect("list audit")
+        .into_iter()
+        .map(|listed| listed.id)
+        .collect();
+    assert!(!ids.contains(&failed_insert.id), "{ids:?}");
+    assert!(!ids.contains(&failed_project.id), "{ids:?}");
+    assert_eq!(ids.len(), 1);
+}
+
+// Concurrency.
+
+/// Tasks that insert a default of one category at the same time leave exactly one default.
+pub async fn concurrent_default_inserts<S: ConformanceStore>(store: S) {
+    let tasks: Vec<_> = (0..20)
+        .map(|offset| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let stored = default_of(Provider::Github, offset);
+                store
+                    .insert_integration(&stored, &[], &event(AuditAction::IntegrationCreated))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let result = task.await.expect("task completes");
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    assert_eq!(list(&store, IntegrationQuery::default()).await.len(), 20);
+    assert_eq!(defaults(&store).await.len(), 1);
+}
+
+/// Tasks that move the default among integrations at the same time leave exactly one default.
+pub async fn concurrent_default_moves<S: ConformanceStore>(store: S) {
+    let mut ids = Vec::new();
+    for offset in 0..10 {
+        let stored = integration(Provider::AiOpenai, true, offset == 0, offset);
+        add(&store, &stored, &[]).await;
+        ids.push(stored.integration.id);
+    }
+
+    let tasks: Vec<_> = (0..20)
+        .map(|task| {
+            let store = store.clone();
+            let id = ids[task % ids.len()];
+            tokio::spawn(async move {
+                store
+                    .update_integration(id, &make_default(), &update_event())
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let result = task.await.expect("task completes");
+        assert!(matches!(result, Ok(Some(_))), "{result:?}");
+    }
+
+    assert_eq!(defaults(&store).await.len(), 1);
+}
+
+/// A reachable store answers a ping.
+pub async fn ping_succeeds<S: ConformanceStore>(store: S) {
+    let result = store.ping().await;
+    assert!(result.is_ok(), "{result:?}");
+}

@@ -1,0 +1,335 @@
+//! In-memory store for tests and examples: the rules of the SQL stores, kept by one mutex.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use integrations_core::store::{IntegrationChanges, IntegrationQuery, ProjectDeletion};
+use integrations_core::{
+    AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredIntegration,
+};
+use uuid::Uuid;
+
+/// In-memory store. Cloning is cheap and shares the data; nothing outlives the last clone.
+///
+/// Each method checks every rule before it changes anything, so a failed call changes nothing,
+/// as a rolled-back transaction would.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Projects by key.
+    projects: BTreeMap<String, Project>,
+    /// Integrations with their `projects` left empty, by id.
+    integrations: HashMap<Uuid, StoredIntegration>,
+    /// Project keys of each scoped integration.
+    links: HashMap<Uuid, BTreeSet<String>>,
+    /// Audit events in the order written.
+    audit: Vec<AuditEvent>,
+}
+
+impl MemoryStore {
+    /// Creates an empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Methods change the state only after every check passed, so a panic elsewhere while
+        // the lock was held cannot have left it half changed.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    /// Returns an integration with its project identifiers filled in, sorted.
+    fn resolved(&self, id: Uuid) -> Option<StoredIntegration> {
+        let mut stored = self.integrations.get(&id)?.clone();
+        let mut identifiers: Vec<String> = self
+            .links
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.projects.get(key))
+            .map(|project| project.identifier.clone())
+            .collect();
+        identifiers.sort();
+        stored.integration.projects = identifiers;
+        Some(stored)
+    }
+
+    /// Unsets the default of `category` other than `keep`.
+    fn unset_default(
+        &mut self,
+        category: &str,
+        keep: Uuid,
+        updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        for stored in self.integrations.values_mut() {
+            let integration = &mut stored.integration;
+            if integration.category() == category
+                && integration.is_default
+                && integration.id != keep
+            {
+                integration.is_default = false;
+                if let Some(updated_at) = updated_at {
+                    integration.updated_at = updated_at;
+                }
+            }
+        }
+    }
+
+    /// Ids of integrations linked to `key`, split into those scoped to it alone and the rest.
+    fn linked(&self, key: &str) -> (Vec<Uuid>, Vec<Uuid>) {
+        let mut sole = Vec::new();
+        let mut shared = Vec::new();
+        for (id, keys) in &self.links {
+            if !keys.contains(key) {
+                continue;
+            }
+            if keys.len() == 1 {
+                sole.push(*id);
+            } else {
+                shared.push(*id);
+            }
+        }
+        sole.sort();
+        shared.sort();
+        (sole, shared)
+    }
+}
+
+/// The error a database reports when a non-global integration would be the default.
+fn default_not_global() -> StoreError {
+    StoreError::Database(
+        "only a global integration can be the default (constraint integrations_default_is_global)"
+            .to_owned(),
+    )
+}
+
+#[async_trait]
+impl IntegrationStore for MemoryStore {
+    async fn insert_project(
+        &self,
+        project: &Project,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let key = project.key();
+        if state.projects.contains_key(&key) {
+            return Err(StoreError::DuplicateProject(project.identifier.clone()));
+        }
+        state.projects.insert(key, project.clone());
+        state.audit.push(audit.clone());
+        Ok(())
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
+        Ok(self.lock().projects.values().cloned().collect())
+    }
+
+    async fn find_project(&self, key: &str) -> Result<Option<Project>, StoreError> {
+        Ok(self.lock().projects.get(key).cloned())
+    }
+
+    async fn delete_project(
+        &self,
+        key: &str,
+        audit: &AuditEvent,
+    ) -> Result<ProjectDeletion, StoreError> {
+        let mut state = self.lock();
+        if !state.projects.contains_key(key) {
+            return Ok(ProjectDeletion::NotFound);
+        }
+        let (sole, detached) = state.linked(key);
+        if !sole.is_empty() {
+            return Err(StoreError::ProjectInUse(sole));
+        }
+
+        state.projects.remove(key);
+        for id in &detached {
+            if let Some(keys) = state.links.get_mut(id) {
+                keys.remove(key);
+            }
+        }
+        state.audit.push(audit.clone());
+        Ok(ProjectDeletion::Deleted {
+            detached_integrations: detached,
+        })
+    }
+
+    async fn insert_integration(
+        &self,
+        integration: &StoredIntegration,
+        project_keys: &[String],
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let metadata = &integration.integration;
+        if let Some(missing) = project_keys
+            .iter()
+            .find(|key| !state.projects.contains_key(*key))
+        {
+            return Err(StoreError::ProjectNotFound(missing.clone()));
+        }
+        if metadata.is_default && !metadata.is_global {
+            return Err(default_not_global());
+        }
+        if state.integrations.contains_key(&metadata.id) {
+            return Err(StoreError::Conflict(format!(
+                "integration {} already exists",
+                metadata.id
+            )));
+        }
+
+        if metadata.is_default {
+            state.unset_default(metadata.category(), metadata.id, Some(metadata.updated_at));
+        }
+        let mut stored = integration.clone();
+        stored.integration.projects.clear();
+        state.integrations.insert(metadata.id, stored);
+        if !project_keys.is_empty() {
+            state
+                .links
+                .insert(metadata.id, project_keys.iter().cloned().collect());
+        }
+        state.audit.push(audit.clone());
+        Ok(())
+    }
+
+    async fn list_integrations(
+        &self,
+        query: &IntegrationQuery,
+    ) -> Result<Vec<StoredIntegration>, StoreError> {
+        let state = self.lock();
+        let mut matches: Vec<StoredIntegration> = state
+            .integrations
+            .keys()
+            .filter_map(|id| state.resolved(*id))
+            .filter(|stored| {
+                let integration = &stored.integration;
+                let in_project = match &query.project_key {
+                    Some(key) => state
+                        .links
+                        .get(&integration.id)
+                        .is_some_and(|keys| keys.contains(key)),
+                    None => true,
+                };
+                query
+                    .provider
+                    .is_none_or(|provider| integration.provider == provider)
+                    && in_project
+                    && (!query.global_only || integration.is_global)
+                    && (!query.default_only || integration.is_default)
+            })
+            .collect();
+        matches.sort_by(|left, right| {
+            let left = &left.integration;
+            let right = &right.integration;
+            (!left.is_default, left.created_at, left.id).cmp(&(
+                !right.is_default,
+                right.created_at,
+                right.id,
+            ))
+        });
+        Ok(matches)
+    }
+
+    async fn find_integration(&self, id: Uuid) -> Result<Option<StoredIntegration>, StoreError> {
+        Ok(self.lock().resolved(id))
+    }
+
+    async fn update_integration(
+        &self,
+        id: Uuid,
+        changes: &IntegrationChanges,
+        audit: &AuditEvent,
+    ) -> Result<Option<StoredIntegration>, StoreError> {
+        let mut state = self.lock();
+        let Some(current) = state.integrations.get(&id) else {
+            return Ok(None);
+        };
+        let current = &current.integration;
+        let becomes_default = changes.is_default == Some(true) && !current.is_default;
+        if becomes_default && !current.is_global {
+            return Err(default_not_global());
+        }
+
+        if becomes_default {
+            let category = current.category();
+            state.unset_default(category, id, changes.updated_at);
+        }
+        let Some(stored) = state.integrations.get_mut(&id) else {
+            return Ok(None);
+        };
+        if let Some((sealed, fields)) = &changes.sealed_credentials {
+            stored.sealed_credentials = sealed.clone();
+            stored.integration.credential_fields = fields.clone();
+        }
+        if let Some(config) = &changes.config {
+            stored.integration.config = config.clone();
+        }
+        if let Some(is_default) = changes.is_default {
+            stored.integration.is_default = is_default;
+        }
+        if let Some(updated_at) = changes.updated_at {
+            stored.integration.updated_at = updated_at;
+        }
+        state.audit.push(audit.clone());
+        Ok(state.resolved(id))
+    }
+
+    async fn delete_integration(&self, id: Uuid, audit: &AuditEvent) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        if state.integrations.remove(&id).is_none() {
+            return Ok(false);
+        }
+        state.links.remove(&id);
+        state.audit.push(audit.clone());
+        Ok(true)
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.lock().audit.push(event.clone());
+        Ok(())
+    }
+
+    async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
+        let state = self.lock();
+        // Newest first; among equal times, the one written last comes first.
+        let mut newest_first: Vec<(usize, &AuditEvent)> = state.audit.iter().enumerate().collect();
+        newest_first.sort_by(|(left_seq, left), (right_seq, right)| {
+            (right.at, right_seq).cmp(&(left.at, left_seq))
+        });
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(newest_first
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, event)| event.clone())
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditSink for MemoryStore {
+    async fn record(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.append_audit(event).await
+    }
+}
