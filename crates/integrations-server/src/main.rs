@@ -1,1 +1,76 @@
-fn main() {}
+//! `integrations-server`: serves the sfp Integrations API, or prints a bearer token.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use integrations_core::Role;
+use integrations_server::auth::TokenSigner;
+use integrations_server::{Cli, Command, TokenConfig};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+
+    match cli.command {
+        Some(Command::Token(config)) => print_token(&config),
+        Some(Command::Serve(config)) => serve(config),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(config: integrations_server::ServeConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(error = %error, "failed to start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(integrations_server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("server did not start: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_token(config: &TokenConfig) -> ExitCode {
+    let role = match config.role.parse::<Role>() {
+        Ok(role) => role,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = TokenSigner::from_config(&config.jwt, &config.data_dir)
+        .and_then(|signer| signer.sign(role, &config.subject, config.ttl_seconds));
+    match token {
+        Ok(token) => {
+            let mut stdout = std::io::stdout().lock();
+            if writeln!(stdout, "{token}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!("failed to create a token: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` selects levels, default `info`.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

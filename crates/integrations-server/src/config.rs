@@ -1,0 +1,144 @@
+//! Command line and environment configuration of the server binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+/// Reference HTTP server for the integrations credential store (sfp Integrations API).
+#[derive(Debug, Parser)]
+#[command(name = "integrations-server", version, about)]
+pub struct Cli {
+    /// What to run; `serve` when absent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Server settings used when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeConfig,
+}
+
+/// Subcommands of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (the default).
+    Serve(ServeConfig),
+    /// Print a signed bearer token for this server on stdout.
+    Token(TokenConfig),
+}
+
+/// Settings of `integrations-server serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "INTEGRATIONS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the SQLite database and the generated key files; created with mode 0700.
+    #[arg(long, env = "INTEGRATIONS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `postgres://...` for PostgreSQL, `sqlite:...` for SQLite; unset uses
+    /// SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub database_url: Option<SecretString>,
+
+    /// Master key as 64 hexadecimal digits; default is the key file in the data directory.
+    #[arg(long, env = "INTEGRATIONS_MASTER_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub master_key: Option<SecretString>,
+
+    /// File holding the master key as 64 hexadecimal digits.
+    #[arg(
+        long,
+        env = "INTEGRATIONS_MASTER_KEY_FILE",
+        conflicts_with = "master_key"
+    )]
+    pub master_key_file: Option<PathBuf>,
+
+    /// Retired master keys (comma-separated, 64 hexadecimal digits each) that can still open
+    /// credentials sealed before a key rotation.
+    #[arg(long, env = "INTEGRATIONS_RETIRED_MASTER_KEYS", hide_env_values = true, value_parser = parse_secret)]
+    pub retired_master_keys: Option<SecretString>,
+
+    /// Token verification settings.
+    #[command(flatten)]
+    pub jwt: JwtConfig,
+
+    /// Hosts (comma-separated) for which credential and config URLs may use plain http.
+    #[arg(long, env = "INTEGRATIONS_ALLOW_HTTP_HOSTS", value_delimiter = ',')]
+    pub allow_http_hosts: Vec<String>,
+
+    /// Maximum number of platform probes running at once during a health check.
+    #[arg(long, env = "INTEGRATIONS_HEALTH_CONCURRENCY", default_value_t = 32)]
+    pub health_concurrency: usize,
+
+    /// Time limit of one platform probe, in milliseconds.
+    #[arg(long, env = "INTEGRATIONS_PROBE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub probe_timeout_ms: u64,
+}
+
+/// How bearer tokens are verified (and, for `token`, signed).
+#[derive(Debug, Clone, Args)]
+pub struct JwtConfig {
+    /// HS256 secret (at least 32 bytes) used instead of the data directory's `signing.key`.
+    #[arg(long, env = "INTEGRATIONS_JWT_HS256_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub jwt_hs256_secret: Option<SecretString>,
+
+    /// PEM public key (RSA or EC) that verifies tokens instead of an HS256 secret.
+    #[arg(
+        long,
+        env = "INTEGRATIONS_JWT_PUBLIC_KEY",
+        conflicts_with = "jwt_hs256_secret"
+    )]
+    pub jwt_public_key: Option<String>,
+
+    /// File holding the PEM public key that verifies tokens.
+    #[arg(
+        long,
+        env = "INTEGRATIONS_JWT_PUBLIC_KEY_PATH",
+        conflicts_with_all = ["jwt_hs256_secret", "jwt_public_key"]
+    )]
+    pub jwt_public_key_path: Option<PathBuf>,
+
+    /// Algorithm of tokens signed with the public key's private half (RS256, RS384, RS512,
+    /// PS256, PS384, PS512, ES256 or ES384); inferred from the key type when absent.
+    #[arg(long, env = "INTEGRATIONS_JWT_ALGORITHM")]
+    pub jwt_algorithm: Option<String>,
+
+    /// Required `iss` claim.
+    #[arg(long, env = "INTEGRATIONS_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim.
+    #[arg(long, env = "INTEGRATIONS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+/// Settings of `integrations-server token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenConfig {
+    /// Data directory whose `signing.key` signs the token; the key is created when missing.
+    #[arg(long, env = "INTEGRATIONS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Role claim: owner, member or application.
+    #[arg(long)]
+    pub role: String,
+
+    /// Subject claim, such as a user or application name.
+    #[arg(long)]
+    pub subject: String,
+
+    /// Lifetime of the token, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_seconds: u64,
+
+    /// Signing settings; only HS256 secrets can sign.
+    #[command(flatten)]
+    pub jwt: JwtConfig,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}

@@ -1,0 +1,213 @@
+//! Start-up and shutdown: data directory, keys, database, service, listener and signals.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use integrations_core::validation::UrlPolicy;
+use integrations_core::{
+    Aes256GcmCipher, AuditSink, IntegrationService, IntegrationStore, ServiceSettings, StoreError,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::auth::{AuthSetupError, TokenVerifier};
+use crate::config::ServeConfig;
+use crate::keys::{self, KeyError, KeySource};
+use crate::AppState;
+
+/// Start-up failure. Messages never contain key material or database passwords.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A key file or the data directory could not be prepared.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Token verification is misconfigured.
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// The database could not be opened.
+    #[error("failed to open the database: {0}")]
+    Store(StoreError),
+    /// The master key cannot open the stored credentials.
+    #[error("the master key cannot open the stored credentials ({0}); start with the key that sealed them, or list it in INTEGRATIONS_RETIRED_MASTER_KEYS")]
+    WrongMasterKey(String),
+    /// The listen address could not be bound.
+    #[error("failed to listen on {address}: {message}")]
+    Bind {
+        /// The configured address.
+        address: SocketAddr,
+        /// Why binding failed.
+        message: String,
+    },
+}
+
+/// Prepares keys and the database, then serves until SIGTERM or Ctrl-C.
+pub async fn run(config: ServeConfig) -> Result<(), StartError> {
+    let state = prepare(&config).await?;
+    let service = state.service.clone();
+    tokio::spawn(async move {
+        if let Err(error) = service.warm_up().await {
+            tracing::warn!(error = %error, "platform token warm-up failed");
+        }
+    });
+
+    let routes = crate::routes(state);
+    let (address, server) = warp::serve(routes)
+        .try_bind_with_graceful_shutdown(config.listen, shutdown_signal())
+        .map_err(|error| StartError::Bind {
+            address: config.listen,
+            message: error.to_string(),
+        })?;
+    tracing::info!("listening on http://{address}");
+    if !address.ip().is_loopback() {
+        tracing::warn!(
+            "listening on a non-loopback address without TLS; bearer tokens and credentials cross the network in plaintext, so put a TLS-terminating proxy in front"
+        );
+    }
+    server.await;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Loads keys, opens the database and builds the service, checking that the master key opens
+/// every stored credential.
+pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
+    keys::prepare_data_dir(&config.data_dir)?;
+    tracing::info!(path = %config.data_dir.display(), "data directory");
+
+    let verifier = TokenVerifier::from_config(&config.jwt, &config.data_dir)?;
+    tracing::info!(algorithm = ?verifier.algorithm(), "bearer tokens verified");
+
+    let (master_key, source) = keys::load_master_key(
+        config.master_key.as_ref(),
+        config.master_key_file.as_deref(),
+        &config.data_dir,
+    )?;
+    match &source {
+        KeySource::Environment => {
+            tracing::info!(
+                key_id = master_key.id(),
+                "master key loaded from INTEGRATIONS_MASTER_KEY"
+            )
+        }
+        KeySource::File(path) => {
+            tracing::info!(key_id = master_key.id(), path = %path.display(), "master key loaded")
+        }
+        KeySource::Created(path) => tracing::warn!(
+            key_id = master_key.id(),
+            path = %path.display(),
+            "created a new master key; back it up, because credentials sealed with it cannot be recovered without it"
+        ),
+    }
+    let retired = keys::parse_retired_keys(config.retired_master_keys.as_ref())?;
+    if !retired.is_empty() {
+        tracing::info!(
+            count = retired.len(),
+            "retired master keys loaded for opening older credentials"
+        );
+    }
+    let cipher = Aes256GcmCipher::with_retired_keys(&master_key, &retired);
+
+    let (store, audit) = open_store(config.database_url.as_ref(), &config.data_dir)
+        .await
+        .map_err(StartError::Store)?;
+    let settings = ServiceSettings {
+        urls: UrlPolicy {
+            http_allowed_hosts: config
+                .allow_http_hosts
+                .iter()
+                .map(|host| host.trim().to_ascii_lowercase())
+                .filter(|host| !host.is_empty())
+                .collect(),
+        },
+        health_concurrency: config.health_concurrency.max(1),
+        probe_timeout: Duration::from_millis(config.probe_timeout_ms),
+    };
+    let service = with_probes(IntegrationService::new(store, Arc::new(cipher), audit))
+        .with_settings(settings);
+
+    let checked = service
+        .verify_master_key()
+        .await
+        .map_err(|error| StartError::WrongMasterKey(error.to_string()))?;
+    tracing::info!(
+        integrations = checked,
+        "master key opens every stored credential"
+    );
+
+    Ok(AppState::new(service, verifier))
+}
+
+fn with_probes(service: IntegrationService) -> IntegrationService {
+    // TODO: add the GitHub and Azure DevOps probes once integrations-platforms exports them;
+    // until then the health route reports every project as not configured.
+    service
+}
+
+async fn open_store(
+    database_url: Option<&SecretString>,
+    data_dir: &Path,
+) -> Result<(Arc<dyn IntegrationStore>, Arc<dyn AuditSink>), StoreError> {
+    let url = database_url
+        .map(|url| url.expose_secret().trim())
+        .filter(|url| !url.is_empty());
+    let Some(url) = url else {
+        let path = data_dir.join(integrations_store::DATABASE_FILE);
+        tracing::info!(path = %path.display(), "opening SQLite database");
+        let store = Arc::new(integrations_store::SqliteStore::open_in_dir(data_dir).await?);
+        return Ok((store.clone(), store));
+    };
+    tracing::info!(database = %redact_database_url(url), "opening database");
+    let store = integrations_store::open(url).await?;
+    Ok(store.into_parts())
+}
+
+/// Returns the URL without user name, password or query, safe to log.
+fn redact_database_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => {
+            let host = parsed.host_str().unwrap_or_default();
+            let port = parsed
+                .port()
+                .map(|port| format!(":{port}"))
+                .unwrap_or_default();
+            format!("{}://{host}{port}{}", parsed.scheme(), parsed.path())
+        }
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %error, "failed to listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "failed to listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!("Ctrl-C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_password_redacted() {
+        let redacted = redact_database_url("postgres://app:hunter2@db.local:5432/integrations");
+        assert_eq!(redacted, "postgres://db.local:5432/integrations");
+    }
+}
