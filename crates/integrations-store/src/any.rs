@@ -23,7 +23,7 @@ pub enum AnyStore {
 
 /// Opens the store a URL names and applies pending migrations.
 ///
-/// `postgres://` and `postgresql://` URLs select PostgreSQL; `sqlite:` URLs select SQLite, such
+/// `postgres://` and `postgresql://` URLs select PostgreSQL, and `sqlite:` URLs select SQLite, such
 /// as `sqlite://data/integrations.db` or `sqlite::memory:`. Any other scheme is rejected with
 /// [`StoreError::Unavailable`].
 pub async fn open(url: &str) -> Result<AnyStore, StoreError> {
@@ -31,7 +31,7 @@ pub async fn open(url: &str) -> Result<AnyStore, StoreError> {
 }
 
 impl AnyStore {
-    /// Opens the store a URL names; see [`open`].
+    /// Opens the store a URL names, as [`open`] does.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let lowercase = url.trim_start().to_ascii_lowercase();
         if lowercase.starts_with("postgres://") || lowercase.starts_with("postgresql://") {

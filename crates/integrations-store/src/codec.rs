@@ -16,7 +16,7 @@ pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("JSON column value serializes")
 }
 
-/// Decodes a JSON text column; `column` names it in the error.
+/// Decodes a JSON text column. `column` names the column in the error.
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
     column: &str,
     text: &str,

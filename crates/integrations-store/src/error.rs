@@ -123,7 +123,7 @@ pub(crate) fn describe(error: &sqlx::Error) -> String {
         }
         // The configuration error of a URL that failed to parse may quote the URL, password
         // included.
-        sqlx::Error::Configuration(_) => "invalid connection options".to_owned(),
+        sqlx::Error::Configuration(_) => "invalid database URL or connection options".to_owned(),
         other => other.to_string(),
     }
 }
@@ -135,7 +135,7 @@ fn is_unavailable_code(error: &dyn DatabaseError) -> bool {
     };
     // PostgreSQL SQLSTATE classes: connection exception (08), insufficient resources (53),
     // operator intervention such as a shutdown (57P), invalid authorization (28), and a
-    // missing database (3D000). SQLSTATEs have five characters; SQLite codes have at most four
+    // missing database (3D000). SQLSTATEs have five characters, but SQLite codes have at most four
     // digits, so none of them matches.
     if code.len() != 5 {
         return false;
@@ -166,5 +166,80 @@ pub(crate) fn database_code(error: &sqlx::Error) -> String {
     match error {
         sqlx::Error::Database(database) => database.code().unwrap_or_default().into_owned(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn always_retryable(_: &sqlx::Error) -> bool {
+        true
+    }
+
+    fn never_retryable(_: &sqlx::Error) -> bool {
+        false
+    }
+
+    #[tokio::test]
+    async fn retry_gives_up_with_conflict() {
+        let attempts = AtomicU32::new(0);
+
+        let result: Result<(), StoreError> = retry("test", always_retryable, || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err(TxError::Sql(sqlx::Error::PoolTimedOut))
+        })
+        .await;
+
+        assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+        assert_eq!(attempts.load(Ordering::SeqCst), MAX_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn retry_stops_on_final_error() {
+        let attempts = AtomicU32::new(0);
+
+        let result: Result<(), StoreError> = retry("test", never_retryable, || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err(TxError::Sql(sqlx::Error::PoolTimedOut))
+        })
+        .await;
+
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn retry_returns_later_success() {
+        let attempts = AtomicU32::new(0);
+
+        let result = retry("test", always_retryable, || async {
+            let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            if attempt < 3 {
+                return Err(TxError::Sql(sqlx::Error::PoolTimedOut));
+            }
+            Ok(attempt)
+        })
+        .await;
+
+        assert_eq!(result.ok(), Some(3));
+    }
+
+    #[test]
+    fn describe_hides_configuration() {
+        let source = "invalid URL postgres://app:s3cret@host".into();
+        let text = describe(&sqlx::Error::Configuration(source));
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn map_error_pool_timeout_unavailable() {
+        let error = map_error(sqlx::Error::PoolTimedOut);
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     }
 }

@@ -10,7 +10,7 @@ use integrations_core::{
 };
 use uuid::Uuid;
 
-/// In-memory store. Cloning is cheap and shares the data; nothing outlives the last clone.
+/// In-memory store. Cloning is cheap and shares the data, which is dropped with the last clone.
 ///
 /// Each method checks every rule before it changes anything, so a failed call changes nothing,
 /// as a rolled-back transaction would.
@@ -307,7 +307,7 @@ impl IntegrationStore for MemoryStore {
 
     async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
         let state = self.lock();
-        // Newest first; among equal times, the one written last comes first.
+        // Newest first. Among equal times, the event written last comes first.
         let mut newest_first: Vec<(usize, &AuditEvent)> = state.audit.iter().enumerate().collect();
         newest_first.sort_by(|(left_seq, left), (right_seq, right)| {
             (right.at, right_seq).cmp(&(left.at, left_seq))

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::codec::{self, Config};
 use crate::error::{self, map_connect_error, TxError};
 
-/// Connections per store; each server process holds its own pool.
+/// Maximum connections per store. Each server process holds its own pool.
 const MAX_CONNECTIONS: u32 = 10;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -72,7 +72,7 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// Closes every connection; later calls fail with [`StoreError::Unavailable`].
+    /// Closes every connection. Later calls fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -25,7 +25,7 @@ pub const DATABASE_FILE: &str = "integrations.db";
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections of a file database; SQLite writes one transaction at a time anyway.
+/// Maximum connections to a file database. SQLite runs one write transaction at a time anyway.
 const MAX_CONNECTIONS: u32 = 8;
 
 /// Attempts to open and migrate a database that other processes are opening at the same time.
@@ -144,7 +144,7 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Closes every connection; later calls fail with [`StoreError::Unavailable`].
+    /// Closes every connection. Later calls fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
         self.pool.close().await;
     }
