@@ -31,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+pub mod azure_devops;
 mod cache;
 pub mod config;
 pub mod github;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 
 use integrations_core::PlatformProbe;
 
+pub use azure_devops::{AzureDevopsProbe, AzureDevopsProbeConfig};
 pub use config::{BuiltinApp, ConfigError, PlatformsConfig};
 pub use github::{GithubProbe, GithubProbeConfig};
 pub use guard::HostPolicy;
@@ -56,5 +58,6 @@ pub fn default_probes(
     config: &PlatformsConfig,
 ) -> Result<Vec<Arc<dyn PlatformProbe>>, ClientBuildError> {
     let github = GithubProbe::new(config.github())?;
-    Ok(vec![Arc::new(github)])
+    let azure_devops = AzureDevopsProbe::new(config.azure_devops())?;
+    Ok(vec![Arc::new(github), Arc::new(azure_devops)])
 }

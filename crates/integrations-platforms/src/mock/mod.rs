@@ -19,8 +19,12 @@
 //! # }
 //! ```
 
+mod azure_devops;
+mod entra;
 mod github;
 mod server;
 
+pub use azure_devops::{DevopsEndpoint, MockAzureDevops};
+pub use entra::{EntraEndpoint, MockEntra};
 pub use github::{GithubEndpoint, MockGithub, RepositorySelection};
 pub use server::{Fault, RecordedRequest};
