@@ -6,7 +6,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Longest margin before expiry at which a cached token is refreshed.
+/// Maximum margin before expiry at which a cached token is refreshed.
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// Returns when a token that lives `lifetime` from now should be refreshed: five minutes before
@@ -26,9 +26,9 @@ type SlotHandle<V, E> = Arc<tokio::sync::Mutex<Slot<V, E>>>;
 /// Values (tokens, installation ids) per key, each fetched by one caller at a time.
 ///
 /// A caller that finds no fresh value takes the key's async lock and fetches. Callers that
-/// arrive meanwhile wait on the lock, then take the value the fetch stored; if that fetch failed,
-/// they get its error instead of fetching again, so a broken credential costs one request, not
-/// one per waiting caller. Callers that arrive after a failure fetch anew.
+/// arrive meanwhile wait on the lock, then take the value the fetch stored. If that fetch failed,
+/// they get its error instead of fetching again, so a broken credential costs one request rather
+/// than one per waiting caller. Callers that arrive after a failure fetch anew.
 pub(crate) struct SingleFlightCache<K, V, E> {
     slots: Mutex<HashMap<K, SlotHandle<V, E>>>,
 }

@@ -105,7 +105,7 @@ impl BuiltinApp {
     }
 }
 
-/// The core validator names the integration field; for the built-in app, name the variable.
+/// Replaces the integration field named by the core validator with the variable name.
 fn builtin_key_message(message: &str) -> String {
     message.replace("credentials.privateKey", GITHUB_APP_PRIVATE_KEY_VARIABLE)
 }

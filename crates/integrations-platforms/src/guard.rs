@@ -1,4 +1,4 @@
-//! Which hosts a probe may reach, checked on the URL and again on every resolved address.
+//! The host policy of probes, checked on the URL and again on every resolved address.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -11,7 +11,7 @@ use url::{Host, Url};
 /// Name of the environment variable that lists extra hosts probes may reach.
 pub const ALLOWED_HOSTS_VARIABLE: &str = "INTEGRATIONS_PROBE_ALLOWED_HOSTS";
 
-/// Host names of cloud metadata services, rejected whatever the allow-list says.
+/// Host names of cloud metadata services, rejected even when the allow-list contains them.
 const METADATA_HOST_NAMES: &[&str] = &["metadata.google.internal", "metadata"];
 
 /// The AWS instance metadata service over IPv6.
@@ -236,7 +236,7 @@ pub(crate) fn blocked_address_reason(address: IpAddr) -> Option<&'static str> {
 pub struct BlockedAddressError {
     /// The resolved host name.
     pub host: String,
-    /// Why the addresses were dropped.
+    /// Reason the addresses were dropped.
     pub reason: String,
 }
 

@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::guard::{display_host, BlockedAddressError, GuardedResolver, HostPolicy};
 
-/// Largest response body a probe reads; platform answers to the probed endpoints are a few KiB.
+/// Largest response body a probe reads; platform responses from the probed endpoints are a few KiB.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Error building a probe's HTTP client.
@@ -72,7 +72,7 @@ impl PlatformResponse {
     }
 }
 
-/// Why a call produced no usable response. Messages name hosts, never paths with secrets,
+/// Failure of a call that produced no usable response. Messages name hosts, never paths with secrets,
 /// headers or bodies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CallError {
@@ -82,7 +82,7 @@ pub(crate) enum CallError {
     TimedOut { host: String, timeout: Duration },
     /// Connection, DNS or protocol failure.
     Unreachable { host: String, cause: String },
-    /// A 3xx answer; probes never follow redirects.
+    /// A 3xx response, because probes never follow redirects.
     Redirected {
         host: String,
         status: u16,
@@ -98,7 +98,7 @@ impl CallError {
         match self {
             CallError::Blocked(message) => message.clone(),
             CallError::TimedOut { host, timeout } => format!(
-                "{host} did not answer within {} ms (request timed out); check that the \
+                "{host} did not respond within {} ms (request timed out); check that the \
                  platform is reachable from this server",
                 timeout.as_millis()
             ),
@@ -115,13 +115,13 @@ impl CallError {
                     .map(|target| format!(" to {target}"))
                     .unwrap_or_default();
                 format!(
-                    "{host} answered {status} with a redirect{target}; probes follow no \
+                    "{host} responded {status} with a redirect{target}; probes follow no \
                      redirects, so check that the configured URL is the API URL"
                 )
             }
             CallError::BodyTooLarge { host } => format!(
                 "{host} sent a response larger than {MAX_BODY_BYTES} bytes; this is not a \
-                 platform API answer"
+                 platform API response"
             ),
         }
     }
@@ -169,7 +169,7 @@ impl ProbeClient {
     }
 
     /// Sends a request to `url` (already set on `request`), reads the body and adds the
-    /// round-trip time to `latency`. 3xx answers are errors; other statuses are returned.
+    /// round-trip time to `latency`. 3xx responses are errors, other statuses are returned.
     pub(crate) async fn send(
         &self,
         url: &Url,

@@ -17,17 +17,19 @@
 //! # Which hosts probes reach
 //!
 //! Probes follow no redirects and use no proxy. They reach `https` URLs on the platforms'
-//! public API hosts (`api.github.com`; `login.microsoftonline.com`, `dev.azure.com` and
-//! `*.visualstudio.com`), at the configured GitHub API URL and Entra authority (their scheme,
-//! host and port), and on the allowed hosts. Plain `http` is accepted only for allowed loopback hosts. Link-local
-//! addresses and cloud metadata endpoints are never reached, whether named in a URL or
-//! returned by DNS. A rejected URL makes the check unhealthy with a message that names the host.
+//! public API hosts: `api.github.com`, `login.microsoftonline.com`, `dev.azure.com` and
+//! `*.visualstudio.com`. They also reach the configured GitHub API URL and Entra authority (their
+//! scheme, host and port) and the allowed hosts. Plain `http` is accepted only for allowed
+//! loopback hosts. Link-local addresses and cloud metadata endpoints are never reached, whether
+//! named in a URL or returned by DNS. A rejected URL makes the check unhealthy with a message
+//! that names the host.
 //!
 //! # Secrets
 //!
 //! Reports, log lines and `Debug` output never contain tokens, keys, client secrets or
-//! `Authorization` headers. Messages quote at most GitHub's `message` field of an error
-//! answer, cut to 200 characters, and every message is scrubbed of the secrets its check used.
+//! `Authorization` headers. From an error response, messages quote only the `message` field
+//! (GitHub, Azure DevOps) or the `error` code (Entra), cut to 200 characters. Every message is
+//! also scrubbed of the secrets its check used.
 
 #![warn(missing_docs)]
 

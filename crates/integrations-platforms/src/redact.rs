@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use zeroize::Zeroizing;
 
-/// Longest piece of platform-supplied text (such as GitHub's `message`) quoted in a report.
+/// Maximum length, in characters, of platform-supplied text (such as GitHub's `message`) quoted in a report.
 const MAX_QUOTED_CHARS: usize = 200;
 
 /// Shortest value treated as a secret when scrubbing; shorter values would match ordinary words.
@@ -42,7 +42,7 @@ impl Secrets {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         let mut sorted: Vec<&str> = values.iter().map(|value| value.as_str()).collect();
-        // Longest first, so a secret containing another is removed whole.
+        // Longest secrets first, so a secret that contains another is removed whole.
         sorted.sort_by_key(|value| std::cmp::Reverse(value.len()));
         let mut message = message.to_owned();
         for value in sorted {

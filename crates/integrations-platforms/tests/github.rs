@@ -15,7 +15,7 @@ const APP_ID: u64 = 4242;
 const INSTALLATION_ID: u64 = 77;
 const PAT: &str = "ghp_mockpersonaltoken0123456789";
 
-/// A mock with app 4242 (PKCS#1 key) installed on `acme` for every repository, and a PAT.
+/// Starts a mock with app 4242 (PKCS#1 key) installed on `acme` for every repository, and a PAT.
 async fn mock() -> MockGithub {
     let github = MockGithub::start().await.unwrap();
     github.register_app(APP_ID, PKCS1_PUBLIC);
@@ -397,7 +397,7 @@ async fn refresh_mints_once() {
     let first = check_app(&probe, PKCS1_KEY, Some(INSTALLATION_ID)).await;
     assert_eq!(first.status, HealthStatus::Healthy, "{}", first.message);
 
-    // Refresh is due halfway through the 4 s life; the answer latency keeps both checks
+    // Refresh is due halfway through the 4 s life; the response latency keeps both checks
     // inside the one refresh.
     tokio::time::sleep(Duration::from_millis(2200)).await;
     github.set_latency(Duration::from_millis(200));

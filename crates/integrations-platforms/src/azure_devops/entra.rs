@@ -128,7 +128,7 @@ async fn request_token(
 
     if response.status == StatusCode::OK {
         let body: TokenBody = serde_json::from_slice(&response.body).map_err(|_| {
-            Failure("Entra answered the token request without an access_token".to_owned())
+            Failure("Entra returned no access_token in its token response".to_owned())
         })?;
         let lifetime = body
             .expires_in
@@ -145,7 +145,7 @@ async fn request_token(
     )))
 }
 
-/// `expires_in` is a number in v2.0 answers and a string in some older ones.
+/// `expires_in` is a number in v2.0 responses and a string in some older ones.
 fn seconds_value(value: &serde_json::Value) -> Option<u64> {
     match value {
         serde_json::Value::Number(number) => number.as_u64(),
@@ -154,7 +154,7 @@ fn seconds_value(value: &serde_json::Value) -> Option<u64> {
     }
 }
 
-/// Explains an Entra error answer by its AADSTS code. The description is not quoted because it
+/// Explains an Entra error response by its AADSTS code. The description is not quoted because it
 /// may echo request values.
 fn token_error_message(
     status: StatusCode,
@@ -165,9 +165,9 @@ fn token_error_message(
     let tenant = quote_platform_text(principal.tenant_id);
     let Ok(error) = serde_json::from_slice::<ErrorBody>(body) else {
         if status.is_server_error() {
-            return format!("Entra answered {status} to the token request; retry later");
+            return format!("Entra returned {status} for the token request; retry later");
         }
-        return format!("Entra answered {status} to the token request without an error body");
+        return format!("Entra returned {status} for the token request without an error body");
     };
     let code = error
         .error_codes

@@ -107,7 +107,7 @@ impl PlatformsConfig {
 /// Checks that a project's Azure DevOps credentials are accepted by its organization.
 ///
 /// A service principal gets a client-credentials token for the Azure DevOps scope from Entra,
-/// cached per authority, tenant and client until shortly before it expires; a PAT is sent with
+/// cached per authority, tenant and client until shortly before it expires. A PAT is sent with
 /// Basic authentication and an empty user name. The probe then reads `connectionData` with
 /// `X-TFS-FedAuthRedirect: Suppress`; a 203, a redirect or a body that is not JSON is unhealthy.
 #[derive(Clone)]
@@ -147,7 +147,7 @@ impl AzureDevopsProbe {
     }
 }
 
-/// Credentials of one Azure DevOps integration. No `Debug`: it holds secrets.
+/// Credentials of one Azure DevOps integration. It has no `Debug` because it contains secrets.
 struct DevopsCredentials {
     organization_url: Url,
     auth: DevopsAuth,
@@ -386,7 +386,7 @@ impl AzureInner {
             .get(url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .header(reqwest::header::AUTHORIZATION, authorization)
-            // Without it, Azure DevOps answers unauthenticated requests with a sign-in page.
+            // Without it, Azure DevOps responds to unauthenticated requests with a sign-in page.
             .header("X-TFS-FedAuthRedirect", "Suppress");
         self.client.send(url, request, latency).await
     }
@@ -412,7 +412,7 @@ impl AzureInner {
     }
 }
 
-/// Reads the answer to `connectionData`.
+/// Reads the response to `connectionData`.
 fn connection_data_outcome(
     response: &PlatformResponse,
     credentials: &DevopsCredentials,
@@ -425,7 +425,7 @@ fn connection_data_outcome(
     match response.status {
         StatusCode::OK => read_connection_data(response, &organization, &who),
         StatusCode::NON_AUTHORITATIVE_INFORMATION => Err(Failure(format!(
-            "{organization} answered 203 Non-Authoritative Information with a sign-in page \
+            "{organization} returned 203 Non-Authoritative Information with a sign-in page \
              instead of API data, so it did not accept {who}; check the credentials and that \
              organization_url is the organization URL"
         ))),
@@ -462,11 +462,11 @@ fn connection_data_outcome(
             )))
         }
         status if status.is_server_error() => Err(Failure(format!(
-            "{organization} answered {status}{detail}; Azure DevOps or the network path to it is \
+            "{organization} returned {status}{detail}; Azure DevOps or the network path to it is \
              failing, retry later"
         ))),
         status => Err(Failure(format!(
-            "{organization} answered {status} to connectionData{detail}"
+            "{organization} returned {status} for connectionData{detail}"
         ))),
     }
 }
@@ -484,7 +484,7 @@ fn read_connection_data(
             content_type
         };
         Failure(format!(
-            "{organization} answered 200 with {content_type} instead of connectionData JSON; \
+            "{organization} returned 200 with {content_type} instead of connectionData JSON; \
              check that organization_url is the organization URL, for example \
              https://dev.azure.com/ORGANIZATION"
         ))
@@ -492,7 +492,7 @@ fn read_connection_data(
     let body: serde_json::Value = serde_json::from_slice(&response.body).map_err(|_| not_api())?;
     let user = body.get("authenticatedUser").ok_or_else(not_api)?;
     // NOTE: the descriptors of anonymous and public-access identities are taken from observed
-    // answers of Azure DevOps Services, not from documentation.
+    // responses of Azure DevOps Services, not from documentation.
     let descriptor = user
         .get("descriptor")
         .and_then(|value| value.as_str())
@@ -504,7 +504,7 @@ fn read_connection_data(
         || descriptor.contains("publicaccess")
     {
         return Err(Failure(format!(
-            "{organization} answered connectionData as an anonymous user, so it did not accept \
+            "{organization} returned connectionData for an anonymous user, so it did not accept \
              {who}; check the credentials"
         )));
     }

@@ -34,8 +34,8 @@ pub(super) struct AppTokens {
     jwts: SingleFlightCache<AppKey, SecretToken, Failure>,
     /// Installation per app and repository, found with `GET /repos/{owner}/{repo}/installation`.
     installations: SingleFlightCache<(AppKey, String), u64, Failure>,
-    /// Installation per app and owner: an App is installed at most once per account, so a
-    /// repository of a known owner needs no lookup of its own.
+    /// Installation per app and owner. GitHub allows one installation of an App per account, so
+    /// a repository of a known owner needs no lookup of its own.
     owner_installations: Mutex<HashMap<(AppKey, String), (u64, Instant)>>,
     /// Installation tokens per app, key and installation.
     tokens: SingleFlightCache<(AppKey, u64), SecretToken, Failure>,
@@ -124,7 +124,7 @@ impl AppTokens {
             StatusCode::OK => {
                 let body: InstallationBody =
                     serde_json::from_slice(&response.body).map_err(|_| {
-                        Failure(format!("GitHub answered {call} without an installation id"))
+                        Failure(format!("GitHub returned no installation id for {call}"))
                     })?;
                 Ok((body.id, Instant::now() + LOOKUP_REUSE))
             }
@@ -199,7 +199,7 @@ impl AppTokens {
                 let body: AccessTokenBody =
                     serde_json::from_slice(&response.body).map_err(|_| {
                         Failure(format!(
-                            "GitHub answered {call} without a token and expires_at"
+                            "GitHub returned no token and expires_at for {call}"
                         ))
                     })?;
                 let token = SecretToken::new(body.token);

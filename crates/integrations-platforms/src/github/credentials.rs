@@ -157,7 +157,7 @@ struct AppClaims {
     iss: String,
 }
 
-/// How a check authenticates with GitHub.
+/// Authentication method of a check.
 #[derive(Debug, Clone)]
 pub(crate) enum GithubAuth {
     /// A GitHub App; the check mints an installation token.

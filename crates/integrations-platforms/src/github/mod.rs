@@ -341,7 +341,7 @@ impl GithubInner {
     }
 }
 
-/// Reads the answer to `GET /repos/{owner}/{repo}`.
+/// Reads the response to `GET /repos/{owner}/{repo}`.
 fn repo_outcome(
     response: &PlatformResponse,
     repo: &RepoName,
@@ -361,7 +361,7 @@ fn repo_outcome(
                 .is_none()
             {
                 return Err(Failure(format!(
-                    "GitHub answered 200 to {call} without repository JSON ({}); check that the \
+                    "GitHub returned 200 for {call} without repository JSON ({}); check that the \
                      GitHub API URL points at the REST API (https://HOST/api/v3 on GitHub \
                      Enterprise Server)",
                     describe_content_type(response)

@@ -1,4 +1,4 @@
-//! Turns GitHub answers into messages for the operator.
+//! Turns GitHub responses into messages for the operator.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::StatusCode;
@@ -27,7 +27,7 @@ pub(crate) fn status_detail(response: &PlatformResponse) -> String {
         .unwrap_or_default()
 }
 
-/// Describes a primary or secondary rate limit, or returns `None` when the answer is not one.
+/// Describes a primary or secondary rate limit, or returns `None` when the response is not one.
 ///
 /// GitHub signals a primary limit with 403 or 429 and `x-ratelimit-remaining: 0`, resetting at
 /// `x-ratelimit-reset` (UTC epoch seconds); a secondary limit with 403 or 429 and a
@@ -74,20 +74,20 @@ pub(crate) fn rate_limit_message(response: &PlatformResponse, who: &str) -> Opti
     Some(message)
 }
 
-/// Describes a 5xx answer.
+/// Describes a 5xx response.
 pub(crate) fn server_error_message(response: &PlatformResponse, call: &str) -> String {
     format!(
-        "GitHub answered {} to {call}{}; the platform or the network path to it is failing, \
+        "GitHub returned {} for {call}{}; the platform or the network path to it is failing, \
          retry later",
         response.status,
         message_suffix(response)
     )
 }
 
-/// Describes an answer with no specific meaning for the call.
+/// Describes a response with no specific meaning for the call.
 pub(crate) fn unexpected_message(response: &PlatformResponse, call: &str) -> String {
     format!(
-        "GitHub answered {} to {call}{}",
+        "GitHub returned {} for {call}{}",
         response.status,
         message_suffix(response)
     )

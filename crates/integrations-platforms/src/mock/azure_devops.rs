@@ -114,12 +114,12 @@ impl MockAzureDevops {
         organization.pats.insert(token.to_owned());
     }
 
-    /// Adds latency to every answer.
+    /// Adds latency to every response.
     pub fn set_latency(&self, latency: Duration) {
         self.inner.controls.set_latency(latency);
     }
 
-    /// Makes `endpoint` answer with `fault`; `None` restores normal answers.
+    /// Makes `endpoint` respond with `fault`; `None` restores normal responses.
     pub fn set_fault(&self, endpoint: DevopsEndpoint, fault: Option<Fault>) {
         self.inner.controls.set_fault(endpoint, fault);
     }
@@ -281,7 +281,7 @@ fn connection_data(name: &str) -> Response<Body> {
     )
 }
 
-/// The page Azure DevOps sends instead of a 401 when the client did not suppress sign-in
+/// Builds the page Azure DevOps sends instead of a 401 when the client did not suppress sign-in
 /// redirects.
 fn sign_in_redirect_page() -> Response<Body> {
     Response::builder()

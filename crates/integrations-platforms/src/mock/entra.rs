@@ -58,7 +58,7 @@ struct EntraMockInner {
 
 /// A mock Entra authority on `127.0.0.1` with an ephemeral port; it stops when dropped.
 ///
-/// It knows tenants, their clients and secrets (some expired) and answers the client-credentials
+/// It stores tenants, their clients and secrets (some expired) and responds to the client-credentials
 /// grant with `{access_token, expires_in, token_type}` or Entra's error JSON
 /// `{error, error_description, error_codes}` with AADSTS codes: 90002 unknown tenant, 700016
 /// unknown client, 7000215 wrong secret, 7000222 expired secret, 70011 wrong scope.
@@ -129,12 +129,12 @@ impl MockEntra {
             .clear();
     }
 
-    /// Adds latency to every answer.
+    /// Adds latency to every response.
     pub fn set_latency(&self, latency: Duration) {
         self.inner.controls.set_latency(latency);
     }
 
-    /// Makes `endpoint` answer with `fault`; `None` restores normal answers.
+    /// Makes `endpoint` respond with `fault`; `None` restores normal responses.
     pub fn set_fault(&self, endpoint: EntraEndpoint, fault: Option<Fault>) {
         self.inner.controls.set_fault(endpoint, fault);
     }
@@ -213,10 +213,10 @@ async fn handle(inner: Arc<EntraMockInner>, request: MockRequest) -> Response<Bo
     }
 }
 
-/// An Entra error answer: status, `error`, AADSTS code and description.
+/// An Entra error response: status, `error`, AADSTS code and description.
 type Rejection = (StatusCode, &'static str, u64, String);
 
-/// Checks a client-credentials request and returns the client id, or Entra's error answer.
+/// Checks a client-credentials request and returns the client id, or Entra's error response.
 fn issue(
     state: &EntraState,
     tenant: &str,

@@ -40,7 +40,7 @@ pub enum GithubEndpoint {
     Other,
 }
 
-/// Which repositories of its account an installation can see.
+/// Repositories of its account that an installation can see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepositorySelection {
     /// Every repository of the account.
@@ -83,7 +83,7 @@ struct GithubMockInner {
 /// A mock GitHub API on `127.0.0.1` with an ephemeral port; it stops when dropped.
 ///
 /// It verifies App JWTs (RS256 signature with the registered public key, `iat` and `exp`
-/// against its own clock), knows which installation sees which repositories, issues
+/// against its own clock), tracks which installation sees which repositories, issues
 /// installation tokens with an `expires_at`, and accepts registered personal access tokens.
 /// Errors are GitHub-shaped JSON: `{"message", "documentation_url"}`.
 pub struct MockGithub {
@@ -202,12 +202,12 @@ impl MockGithub {
         self.state().clock_skew_secs = seconds;
     }
 
-    /// Adds latency to every answer.
+    /// Adds latency to every response.
     pub fn set_latency(&self, latency: Duration) {
         self.inner.controls.set_latency(latency);
     }
 
-    /// Makes `endpoint` answer with `fault`; `None` restores normal answers.
+    /// Makes `endpoint` respond with `fault`; `None` restores normal responses.
     pub fn set_fault(&self, endpoint: GithubEndpoint, fault: Option<Fault>) {
         self.inner.controls.set_fault(endpoint, fault);
     }
@@ -284,7 +284,7 @@ struct JwtClaims {
     iss: serde_json::Value,
 }
 
-/// Verifies an App JWT and returns the app id, or the message of GitHub's 401 answer.
+/// Verifies an App JWT and returns the app id, or the message of GitHub's 401 response.
 fn verify_jwt(state: &GithubState, request: &MockRequest) -> Result<u64, &'static str> {
     let undecodable = || "A JSON web token could not be decoded";
     let jwt = request.bearer().ok_or_else(undecodable)?;

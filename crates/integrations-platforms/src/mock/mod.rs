@@ -2,7 +2,7 @@
 //!
 //! Each mock binds `127.0.0.1` on an ephemeral port and stops when dropped. It counts the
 //! requests each endpoint receives (`count`), logs them without header values (`requests`),
-//! and can be switched at runtime to add latency (`set_latency`) or to answer an endpoint with
+//! and can be switched at runtime to add latency (`set_latency`) or to make an endpoint respond with
 //! a [`Fault`] (`set_fault`).
 //!
 //! ```no_run

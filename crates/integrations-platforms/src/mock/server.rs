@@ -1,4 +1,4 @@
-//! What every mock platform shares: serving on loopback, request counters, added latency and
+//! Parts every mock platform shares: serving on loopback, request counters, added latency and
 //! switchable failures.
 
 use std::collections::HashMap;
@@ -15,28 +15,28 @@ use warp::http::{HeaderMap, Method, Response, StatusCode};
 use warp::hyper::Body;
 use warp::Filter;
 
-/// A failure a mock endpoint returns in place of its normal answer, switchable at runtime.
+/// A failure a mock endpoint returns in place of its normal response, switchable at runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// Answers with this status and a platform-shaped JSON error body (401, 403, 404, 5xx).
+    /// Responds with this status and a platform-shaped JSON error body (401, 403, 404, 5xx).
     Status(u16),
-    /// Answers 403 (GitHub) or 429 (elsewhere) with `x-ratelimit-remaining: 0`,
+    /// Responds with 403 (GitHub) or 429 (elsewhere) with `x-ratelimit-remaining: 0`,
     /// `x-ratelimit-reset` set `reset_in` from now (UTC epoch seconds) and `retry-after` in
     /// seconds.
     RateLimited {
         /// Time until the limit resets.
         reset_in: Duration,
     },
-    /// Answers 203 Non-Authoritative Information with an HTML sign-in page, as Azure DevOps
+    /// Responds with 203 Non-Authoritative Information with an HTML sign-in page, as Azure DevOps
     /// does for requests it does not accept as authenticated.
     SignInPage,
-    /// Answers with this status and an HTML page, as a web server or proxy in front of the
+    /// Responds with this status and an HTML page, as a web server or proxy in front of the
     /// API might.
     HtmlPage(u16),
-    /// Answers 302 Found with this `Location`.
+    /// Responds with 302 Found with this `Location`.
     Redirect(String),
-    /// Accepts the request and never answers (until the mock stops).
+    /// Accepts the request and never responds (until the mock stops).
     Hang,
 }
 
@@ -83,7 +83,7 @@ impl MockRequest {
     }
 }
 
-/// How a mock renders a [`Fault::Status`] body.
+/// Body format of a mock's [`Fault::Status`] responses.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum ErrorStyle {
     Github,
@@ -152,7 +152,7 @@ impl<E: Copy + Eq + Hash> MockControls<E> {
         state.requests.clear();
     }
 
-    /// Counts and logs the request, waits the added latency, and returns the fault's answer
+    /// Counts and logs the request, waits the added latency, and returns the fault's response
     /// when one is set for the endpoint.
     pub(crate) async fn intercept(
         &self,

@@ -83,7 +83,7 @@ pub fn target(
     }
 }
 
-/// Asserts that a report's message holds none of `secrets`, no line of a multi-line secret,
+/// Asserts that a report's message contains none of `secrets`, no line of a multi-line secret,
 /// and nothing shaped like a token, JWT or Authorization header.
 pub fn assert_no_secret(report: &ProbeReport, secrets: &[&str]) {
     let message = &report.message;
