@@ -9,6 +9,7 @@ use integrations_core::validation::UrlPolicy;
 use integrations_core::{
     Aes256GcmCipher, AuditSink, IntegrationService, IntegrationStore, ServiceSettings, StoreError,
 };
+use integrations_platforms::PlatformsConfig;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::{AuthSetupError, TokenVerifier};
@@ -31,6 +32,9 @@ pub enum StartError {
     /// The master key cannot open the stored credentials.
     #[error("the master key cannot open the stored credentials ({0}); start with the key that sealed them, or list it in INTEGRATIONS_RETIRED_MASTER_KEYS")]
     WrongMasterKey(String),
+    /// The platform probes are misconfigured.
+    #[error("invalid platform probe configuration: {0}")]
+    Platforms(String),
     /// The listen address could not be bound.
     #[error("failed to listen on {address}: {message}")]
     Bind {
@@ -123,7 +127,7 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
         health_concurrency: config.health_concurrency.max(1),
         probe_timeout: Duration::from_millis(config.probe_timeout_ms),
     };
-    let service = with_probes(IntegrationService::new(store, Arc::new(cipher), audit))
+    let service = with_probes(IntegrationService::new(store, Arc::new(cipher), audit))?
         .with_settings(settings);
 
     let checked = service
@@ -138,10 +142,21 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
     Ok(AppState::new(service, verifier))
 }
 
-fn with_probes(service: IntegrationService) -> IntegrationService {
-    // TODO: add the GitHub and Azure DevOps probes once integrations-platforms exports them;
-    // until then the health route reports every project as not configured.
-    service
+/// Adds the GitHub and Azure DevOps probes, configured from the environment variables that
+/// `integrations_platforms::PlatformsConfig::from_env` reads.
+fn with_probes(mut service: IntegrationService) -> Result<IntegrationService, StartError> {
+    let config =
+        PlatformsConfig::from_env().map_err(|error| StartError::Platforms(error.to_string()))?;
+    if let Some(app) = &config.builtin_app {
+        tracing::info!(app_id = app.app_id(), "built-in GitHub App configured");
+    }
+    let probes = integrations_platforms::default_probes(&config)
+        .map_err(|error| StartError::Platforms(error.to_string()))?;
+    for probe in probes {
+        tracing::info!(platform = %probe.platform(), "platform probe enabled");
+        service = service.with_probe(probe);
+    }
+    Ok(service)
 }
 
 async fn open_store(
