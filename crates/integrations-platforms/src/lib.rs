@@ -63,3 +63,17 @@ pub fn default_probes(
     let azure_devops = AzureDevopsProbe::new(config.azure_devops())?;
     Ok(vec![Arc::new(github), Arc::new(azure_devops)])
 }
+
+#[cfg(test)]
+mod tests {
+    use integrations_core::Platform;
+
+    use super::*;
+
+    #[test]
+    fn default_probes_cover_platforms() {
+        let probes = default_probes(&PlatformsConfig::default()).unwrap();
+        let platforms: Vec<Platform> = probes.iter().map(|probe| probe.platform()).collect();
+        assert_eq!(platforms, vec![Platform::Github, Platform::AzureDevops]);
+    }
+}

@@ -283,6 +283,7 @@ async fn rate_limited_gives_retry() {
     platforms.devops.set_fault(
         DevopsEndpoint::ConnectionData,
         Some(Fault::RateLimited {
+            status: 429,
             reset_in: Duration::from_secs(30),
         }),
     );
@@ -363,6 +364,7 @@ async fn nothing_configured() {
     let report = probe(&platforms)
         .check(&target("contoso/web/app", Platform::AzureDevops, None))
         .await;
+    assert_no_secret(&report, &[]);
     assert_eq!(report.status, HealthStatus::NotConfigured);
     assert_eq!(report.latency_ms, None);
 }

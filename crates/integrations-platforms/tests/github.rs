@@ -270,6 +270,7 @@ async fn rate_limited_gives_reset() {
     github.set_fault(
         GithubEndpoint::Repo,
         Some(Fault::RateLimited {
+            status: 403,
             reset_in: Duration::from_secs(120),
         }),
     );
@@ -290,6 +291,42 @@ async fn rate_limited_gives_reset() {
         "{}",
         report.message
     );
+}
+
+#[tokio::test]
+async fn too_many_requests_limited() {
+    let github = mock().await;
+    github.set_fault(
+        GithubEndpoint::AccessTokens,
+        Some(Fault::RateLimited {
+            status: 429,
+            reset_in: Duration::from_secs(60),
+        }),
+    );
+    let report = check_app(&probe(&github), PKCS1_KEY, Some(INSTALLATION_ID)).await;
+    assert_eq!(report.status, HealthStatus::Unhealthy);
+    assert!(
+        report.message.contains("rate limit exceeded"),
+        "{}",
+        report.message
+    );
+    assert!(
+        report.message.contains("resets at 20"),
+        "{}",
+        report.message
+    );
+}
+
+#[tokio::test]
+async fn localhost_resolved_through_guard() {
+    let github = mock().await;
+    let mut api_url = github.base_url();
+    api_url.set_host(Some("localhost")).unwrap();
+    let probe =
+        GithubProbe::new(GithubProbeConfig::new(api_url).with_request_timeout(TEST_TIMEOUT))
+            .unwrap();
+    let report = check_app(&probe, PKCS1_KEY, Some(INSTALLATION_ID)).await;
+    assert_eq!(report.status, HealthStatus::Healthy, "{}", report.message);
 }
 
 #[tokio::test]
@@ -502,6 +539,7 @@ async fn foreign_provider_rejected() {
     let report = probe(&github)
         .check(&target("acme/app", Platform::Github, Some(resolved)))
         .await;
+    assert_no_secret(&report, &[PAT]);
     assert_eq!(report.status, HealthStatus::Unhealthy);
     assert!(
         report.message.contains("not a GitHub one"),
@@ -539,6 +577,7 @@ async fn warm_up_reports_initializing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         after = probe.check(&target).await;
     }
+    assert_no_secret(&after, &[PKCS1_KEY]);
     assert_eq!(after.status, HealthStatus::Healthy, "{}", after.message);
     assert_eq!(github.count(GithubEndpoint::AccessTokens), 1);
 }
@@ -563,6 +602,7 @@ async fn second_warm_up_not_initializing() {
     github.set_latency(Duration::from_millis(300));
     probe.warm_up(vec![target.clone()]).await;
     let report = probe.check(&target).await;
+    assert_no_secret(&report, &[PKCS1_KEY]);
     assert_eq!(report.status, HealthStatus::Healthy, "{}", report.message);
 }
 

@@ -457,8 +457,17 @@ fn connection_data_outcome(
                     )
                 })
                 .unwrap_or_default();
+            let reset = response
+                .header("x-ratelimit-reset")
+                .and_then(|value| value.trim().parse::<i64>().ok())
+                .and_then(|seconds| chrono::DateTime::<chrono::Utc>::from_timestamp(seconds, 0))
+                .map(|reset| {
+                    let reset = reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    format!("; the limit resets at {reset} (x-ratelimit-reset)")
+                })
+                .unwrap_or_default();
             Err(Failure(format!(
-                "Azure DevOps rate limit exceeded for {who} at {organization}{retry}"
+                "Azure DevOps rate limit exceeded for {who} at {organization}{retry}{reset}"
             )))
         }
         status if status.is_server_error() => Err(Failure(format!(

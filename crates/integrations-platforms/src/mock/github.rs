@@ -23,6 +23,9 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// GitHub accepts an App JWT whose `exp` is at most this far after the current time.
 const MAX_JWT_LIFETIME_SECS: i64 = 10 * 60;
 
+/// The one REST API version the mock accepts in `X-GitHub-Api-Version`.
+const SUPPORTED_API_VERSION: &str = "2022-11-28";
+
 /// Clock skew the mock tolerates on `iat`.
 const IAT_SKEW_SECS: i64 = 30;
 
@@ -250,6 +253,18 @@ async fn handle(inner: Arc<GithubMockInner>, request: MockRequest) -> Response<B
     let endpoint = classify(&request);
     if let Some(response) = inner.controls.intercept(endpoint, &request).await {
         return response;
+    }
+    if request.header("user-agent").is_none_or(str::is_empty) {
+        return github_error(
+            StatusCode::FORBIDDEN,
+            "Request forbidden by administrative rules. Please make sure your request has a User-Agent header",
+        );
+    }
+    if request
+        .header("x-github-api-version")
+        .is_some_and(|version| version != SUPPORTED_API_VERSION)
+    {
+        return github_error(StatusCode::BAD_REQUEST, "API version is not supported");
     }
     let segments: Vec<String> = request.segments().into_iter().map(str::to_owned).collect();
     let mut state = inner

@@ -21,10 +21,12 @@ use warp::Filter;
 pub enum Fault {
     /// Responds with this status and a platform-shaped JSON error body (401, 403, 404, 5xx).
     Status(u16),
-    /// Responds with 403 (GitHub) or 429 (elsewhere) with `x-ratelimit-remaining: 0`,
-    /// `x-ratelimit-reset` set `reset_in` from now (UTC epoch seconds) and `retry-after` in
-    /// seconds.
+    /// Responds with `status` (403 or 429, both used by GitHub) and the rate-limit headers
+    /// `x-ratelimit-remaining: 0`, `x-ratelimit-reset` set `reset_in` from now (UTC epoch
+    /// seconds) and `retry-after` in seconds.
     RateLimited {
+        /// Status code of the response.
+        status: u16,
         /// Time until the limit resets.
         reset_in: Duration,
     },
@@ -183,7 +185,7 @@ impl<E: Copy + Eq + Hash> MockControls<E> {
                     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 json_response(status, error_body(self.style, status))
             }
-            Fault::RateLimited { reset_in } => rate_limited(self.style, reset_in),
+            Fault::RateLimited { status, reset_in } => rate_limited(status, reset_in),
             Fault::SignInPage => sign_in_page(),
             Fault::HtmlPage(code) => Response::builder()
                 .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
@@ -234,12 +236,9 @@ fn error_body(style: ErrorStyle, status: StatusCode) -> serde_json::Value {
     }
 }
 
-fn rate_limited(style: ErrorStyle, reset_in: Duration) -> Response<Body> {
+fn rate_limited(status: u16, reset_in: Duration) -> Response<Body> {
     let reset = chrono::Utc::now().timestamp() + i64::try_from(reset_in.as_secs()).unwrap_or(0);
-    let status = match style {
-        ErrorStyle::Github => StatusCode::FORBIDDEN,
-        _ => StatusCode::TOO_MANY_REQUESTS,
-    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
     let body = serde_json::json!({
         "message": "API rate limit exceeded. Wait for the limit to reset.",
         "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
