@@ -31,7 +31,7 @@ const UPDATE_FIELDS: &[&str] = &["credentials", "config", "isDefault"];
 const IMMUTABLE_FIELDS: &[&str] = &["provider", "authType", "projects", "isGlobal"];
 const PROJECT_FIELDS: &[&str] = &["identifier", "remoteUrl", "platform"];
 
-/// Longest field name quoted back in an unknown-field message, in characters.
+/// Maximum length of a field name quoted back in an error message, in characters.
 const MAX_QUOTED_NAME: usize = 64;
 
 /// Reads a body stream, rejecting it with 413 as soon as it passes [`MAX_BODY_BYTES`].

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 #[derive(Debug, Parser)]
 #[command(name = "integrations-server", version, about)]
 pub struct Cli {
-    /// What to run; `serve` when absent.
+    /// Subcommand to run, `serve` when absent.
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -78,7 +78,7 @@ pub struct ServeConfig {
     pub probe_timeout_ms: u64,
 }
 
-/// How bearer tokens are verified (and, for `token`, signed).
+/// Bearer token verification settings, also used by `token` for signing.
 #[derive(Debug, Clone, Args)]
 pub struct JwtConfig {
     /// HS256 secret (at least 32 bytes) used instead of the data directory's `signing.key`.
@@ -101,8 +101,8 @@ pub struct JwtConfig {
     )]
     pub jwt_public_key_path: Option<PathBuf>,
 
-    /// Algorithm of tokens signed with the public key's private half (RS256, RS384, RS512,
-    /// PS256, PS384, PS512, ES256 or ES384); inferred from the key type when absent.
+    /// Algorithm of tokens signed with the public key's private half: RS256, RS384, RS512,
+    /// PS256, PS384, PS512, ES256 or ES384. Inferred from the key type when absent.
     #[arg(long, env = "INTEGRATIONS_JWT_ALGORITHM")]
     pub jwt_algorithm: Option<String>,
 

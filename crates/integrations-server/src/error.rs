@@ -106,32 +106,39 @@ fn rejection_to_error(rejection: &Rejection) -> ApiError {
     if let Some(error) = rejection.find::<ApiError>() {
         return error.clone();
     }
+
     if rejection.is_not_found() {
         return ApiError::new(StatusCode::NOT_FOUND, "Route not found");
     }
+
     if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         return ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method not allowed on this route",
         );
     }
+
     if rejection.find::<warp::reject::InvalidQuery>().is_some() {
         return ApiError::bad_request("Invalid query string");
     }
+
     if rejection.find::<warp::reject::InvalidHeader>().is_some()
         || rejection.find::<warp::reject::MissingHeader>().is_some()
     {
         return ApiError::bad_request("Invalid request header");
     }
+
     if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large");
     }
+
     if rejection.find::<warp::reject::LengthRequired>().is_some() {
         return ApiError::new(
             StatusCode::LENGTH_REQUIRED,
             "Content-Length header is required",
         );
     }
+
     if rejection
         .find::<warp::reject::UnsupportedMediaType>()
         .is_some()

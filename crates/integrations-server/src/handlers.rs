@@ -19,10 +19,10 @@ use crate::error::ApiError;
 /// Default page size of the audit log.
 pub const DEFAULT_AUDIT_LIMIT: u64 = 100;
 
-/// Query parameters of a request, each given at most once.
+/// Query parameters of a request; `api::query` rejects a parameter given twice.
 pub type QueryParams = BTreeMap<String, String>;
 
-/// `GET /health`: 200 while the database answers, 503 otherwise. Calls no external platform.
+/// `GET /health`: 200 while the database responds, 503 otherwise. Calls no external platform.
 pub async fn readiness(service: &IntegrationService) -> Response {
     match service.readiness().await {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
@@ -114,7 +114,7 @@ pub async fn read_credentials(
 
     let records = service.read_credentials(actor, filter).await?;
     let entries: Vec<CredentialEntry<'_>> = records.iter().map(CredentialEntry::from).collect();
-    // NOTE: the serialised response holds plaintext credentials in an ordinary buffer that
+    // NOTE: the serialised response contains plaintext credentials in an ordinary buffer that
     // hyper owns once it is sent, so it is not wiped after the write.
     let mut response = json(StatusCode::OK, &entries);
     response

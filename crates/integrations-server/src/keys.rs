@@ -2,8 +2,8 @@
 //! HS256 key that signs bearer tokens.
 //!
 //! Several processes may share one data directory. A key file is written to a temporary file and
-//! then hard-linked to its final name, which fails when the name exists, so two processes that
-//! start at once both end up with the key of whichever linked first, and no process ever reads a
+//! then hard-linked to its final name, which fails when the name exists. Two processes that start
+//! at once therefore both use the key of whichever linked first, and no process reads a
 //! half-written file.
 
 use std::fs;
@@ -28,7 +28,7 @@ pub enum KeyError {
     /// A file or directory could not be read or written.
     #[error("{action} {path}: {source}")]
     Io {
-        /// What was attempted, such as `failed to read`.
+        /// Description of the failed step, such as `failed to read key file`.
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
@@ -40,7 +40,7 @@ pub enum KeyError {
     Malformed(String),
 }
 
-/// Where the master key came from.
+/// Source of the master key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     /// The `INTEGRATIONS_MASTER_KEY` environment variable.

@@ -25,7 +25,7 @@ pub use server::{run, StartError};
 
 use auth::TokenVerifier;
 
-/// What every request handler needs: the service and the token verifier.
+/// Shared request state: the service and the token verifier.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The service that applies every rule.

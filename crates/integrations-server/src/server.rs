@@ -40,7 +40,7 @@ pub enum StartError {
     Bind {
         /// The configured address.
         address: SocketAddr,
-        /// Why binding failed.
+        /// Error from binding.
         message: String,
     },
 }

@@ -184,7 +184,7 @@ async fn oversized_chunked_body_413() {
     stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
     for _ in 0..40 {
-        // The server may answer and close before the whole body is sent.
+        // The server may respond and close before the whole body is sent.
         if stream.write_all(chunk.as_bytes()).await.is_err() {
             break;
         }

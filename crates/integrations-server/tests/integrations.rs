@@ -1,6 +1,6 @@
 //! Integration rules over HTTP: create scopes, defaults, updates, deletes and credential reads.
 //!
-//! Tests that depend on which global integrations exist start a server of their own; the rest
+//! Tests that depend on which global integrations exist start a server of their own. The rest
 //! share one server and use project identifiers unique to each test.
 
 mod common;
