@@ -432,3 +432,30 @@ async fn killed_process_loses_no_write() {
         "every stored integration opens"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_database_reachability() {
+    let Some(database) = TestDatabase::create() else {
+        return;
+    };
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = wait_listening(spawn_server(data_dir.path(), &database.url));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let health = format!("{}/health", server.base_url);
+
+    let response = client.get(&health).send().await.unwrap();
+    assert_eq!(response.status(), 200, "health while the database answers");
+
+    // Dropping the database closes the server's connections and makes every new one fail.
+    psql(
+        &database.admin_url,
+        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", database.name),
+    );
+    let response = client.get(&health).send().await.unwrap();
+    assert_eq!(response.status(), 503, "health after the database is gone");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
+}
