@@ -33,9 +33,18 @@ const CONFIG_VARIABLES: &[&str] = &[
     "INTEGRATIONS_ALLOW_HTTP_HOSTS",
     "INTEGRATIONS_HEALTH_CONCURRENCY",
     "INTEGRATIONS_PROBE_TIMEOUT_MS",
+    "INTEGRATIONS_GITHUB_API_URL",
+    "INTEGRATIONS_ENTRA_AUTHORITY",
+    "INTEGRATIONS_PROBE_ALLOWED_HOSTS",
     "GITHUB_APP_ID",
     "GITHUB_APP_PRIVATE_KEY",
+    "GITHUB_APP_PRIVATE_KEY_PATH",
 ];
+
+/// Platform API URL of servers whose test sets none. Nothing normally listens on port 9 of
+/// loopback, so a health check that finds credentials fails to connect instead of calling a real
+/// platform.
+const UNREACHABLE_PLATFORM_URL: &str = "http://127.0.0.1:9/";
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -131,6 +140,8 @@ impl Server {
         }
         command.env("RUST_LOG", "info");
         command.env("INTEGRATIONS_ALLOW_HTTP_HOSTS", "127.0.0.1,localhost");
+        command.env("INTEGRATIONS_GITHUB_API_URL", UNREACHABLE_PLATFORM_URL);
+        command.env("INTEGRATIONS_ENTRA_AUTHORITY", UNREACHABLE_PLATFORM_URL);
         for (name, value) in &options.env {
             command.env(name, value);
         }
