@@ -389,6 +389,7 @@ async fn azure_devops_healthy() {
     assert_eq!(build["provider"], "azure-devops");
     assert_eq!(build["status"], "healthy", "{build}");
     assert!(build["latency"].as_f64().is_some(), "{build}");
+    assert!(message(build).contains(CLIENT_ID), "{build}");
     assert_eq!(platforms.entra.count(EntraEndpoint::Token), 1);
     assert_eq!(platforms.devops.count(DevopsEndpoint::ConnectionData), 1);
 }
