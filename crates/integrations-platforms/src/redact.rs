@@ -5,6 +5,34 @@ use std::sync::Mutex;
 
 use zeroize::Zeroizing;
 
+/// Removes a prefix of `secret` (at least [`MIN_SECRET_LEN`] bytes) that ends at an ellipsis.
+fn scrub_cut_prefix(message: &str, secret: &str) -> String {
+    let mut message = message.to_owned();
+    for length in (MIN_SECRET_LEN..secret.len()).rev() {
+        if !secret.is_char_boundary(length) {
+            continue;
+        }
+        let cut = format!("{}…", &secret[..length]);
+        if message.contains(&cut) {
+            message = message.replace(&cut, "[REDACTED]…");
+        }
+    }
+    message
+}
+
+/// Reports whether a word looks like an opaque token: long, made of the characters tokens and
+/// JWTs use, and mixing letters with digits, which ordinary words in platform messages do not.
+fn looks_like_token(word: &str) -> bool {
+    let word =
+        word.trim_matches(|c: char| matches!(c, '"' | '\'' | ',' | ';' | '(' | ')' | '[' | ']'));
+    word.chars().count() >= 16
+        && word.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '=' | '+' | '/' | '~')
+        })
+        && word.chars().any(|c| c.is_ascii_digit())
+        && word.chars().any(|c| c.is_ascii_alphabetic())
+}
+
 /// Maximum length, in characters, of platform-supplied text (such as GitHub's `message`) quoted in a report.
 const MAX_QUOTED_CHARS: usize = 200;
 
@@ -45,10 +73,15 @@ impl Secrets {
         // Longest secrets first, so a secret that contains another is removed whole.
         sorted.sort_by_key(|value| std::cmp::Reverse(value.len()));
         let mut message = message.to_owned();
-        for value in sorted {
+        for value in &sorted {
             if message.contains(value) {
                 message = message.replace(value, "[REDACTED]");
             }
+        }
+        // Quoted platform text is cut at MAX_QUOTED_CHARS, which can leave the start of a secret
+        // in front of the ellipsis where the whole-value match above cannot see it.
+        for value in &sorted {
+            message = scrub_cut_prefix(&message, value);
         }
         message
     }
@@ -67,7 +100,18 @@ pub(crate) fn quote_platform_text(text: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let cleaned = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Token-like words are masked before the cut, so no cut can leave part of one behind.
+    let cleaned = cleaned
+        .split_whitespace()
+        .map(|word| {
+            if looks_like_token(word) {
+                "[REDACTED]"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     if cleaned.chars().count() <= MAX_QUOTED_CHARS {
         return cleaned;
     }
@@ -79,6 +123,33 @@ pub(crate) fn quote_platform_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrub_removes_cut_secret() {
+        let secrets = Secrets::default();
+        secrets.add("ghp_SECRETPATVALUE1234567890abcdefghij");
+        let message = secrets.scrub("Bad credentials ghp_SECRETPATVAL…");
+        assert_eq!(message, "Bad credentials [REDACTED]…");
+    }
+
+    #[test]
+    fn quote_masks_long_token_before_cut() {
+        let jwt = format!(
+            "eyJhbGciOiJSUzI1NiJ9.{}.{}",
+            "a1".repeat(120),
+            "b2".repeat(120)
+        );
+        let text = format!("{} denied for {jwt}", "B".repeat(150));
+        let quoted = quote_platform_text(&text);
+        assert!(!quoted.contains("eyJ"), "{quoted}");
+        assert!(quoted.contains("[REDACTED]"), "{quoted}");
+    }
+
+    #[test]
+    fn quote_keeps_plain_words() {
+        let text = "Resource not accessible by integration, see https://docs.github.com/rest";
+        assert_eq!(quote_platform_text(text), text);
+    }
 
     #[test]
     fn scrub_removes_secret() {

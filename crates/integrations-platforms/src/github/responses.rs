@@ -27,6 +27,9 @@ pub(crate) fn status_detail(response: &PlatformResponse) -> String {
         .unwrap_or_default()
 }
 
+/// Longest `retry-after` delay quoted in a message, in seconds (one day).
+const MAX_RETRY_AFTER_SECS: u64 = 24 * 60 * 60;
+
 /// Describes a primary or secondary rate limit, or returns `None` when the response is not one.
 ///
 /// GitHub signals a primary limit with 403 or 429 and `x-ratelimit-remaining: 0`, resetting at
@@ -40,9 +43,12 @@ pub(crate) fn rate_limit_message(response: &PlatformResponse, who: &str) -> Opti
         return None;
     }
     let remaining_zero = response.header("x-ratelimit-remaining").map(str::trim) == Some("0");
+    // A hostile or broken server can send any number; anything beyond a day is reported as a
+    // day so that the date arithmetic below cannot overflow.
     let retry_after = response
         .header("retry-after")
-        .and_then(|value| value.trim().parse::<u64>().ok());
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(|seconds| seconds.min(MAX_RETRY_AFTER_SECS));
     let mentions_limit = github_message(response)
         .is_some_and(|message| message.to_ascii_lowercase().contains("rate limit"));
     if !remaining_zero && retry_after.is_none() && !mentions_limit {
@@ -51,11 +57,14 @@ pub(crate) fn rate_limit_message(response: &PlatformResponse, who: &str) -> Opti
 
     let mut message = format!("GitHub rate limit exceeded for {who}");
     if let Some(seconds) = retry_after {
-        let at = Utc::now() + chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(0));
-        message.push_str(&format!(
-            "; retry after {seconds} s (retry-after), at {}",
-            iso_8601(at)
-        ));
+        let delay = chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(0));
+        match Utc::now().checked_add_signed(delay) {
+            Some(at) => message.push_str(&format!(
+                "; retry after {seconds} s (retry-after), at {}",
+                iso_8601(at)
+            )),
+            None => message.push_str(&format!("; retry after {seconds} s (retry-after)")),
+        }
     }
     if remaining_zero {
         let reset = response
@@ -141,6 +150,22 @@ mod tests {
             status: StatusCode::from_u16(status).unwrap(),
             headers: map,
             body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn huge_retry_after_is_capped() {
+        for value in [
+            "9223372036854775807",
+            "100000000000000",
+            "18446744073709551615",
+        ] {
+            let response = response(429, &[("retry-after", value)], r#"{"message":"slow down"}"#);
+            let message = rate_limit_message(&response, "the app").unwrap();
+            assert!(
+                message.contains("retry after 86400 s"),
+                "{value}: {message}"
+            );
         }
     }
 
