@@ -22,6 +22,6 @@ pub use model::{Actor, AuthType, Integration, Platform, Project, Provider, Role}
 pub use probe::{HealthStatus, PlatformProbe, ProbeReport, ProbeTarget, ResolvedIntegration};
 pub use service::{
     CredentialFilter, CredentialRecord, HealthReport, IntegrationService, IntegrationUpdate,
-    NewIntegration, NewProject, OverallHealth, PlatformHealth, ServiceSettings,
+    MasterKeyCheck, NewIntegration, NewProject, OverallHealth, PlatformHealth, ServiceSettings,
 };
 pub use store::{IntegrationStore, StoreError, StoredIntegration};

@@ -18,7 +18,7 @@ use crate::model::{project_key, Actor, AuthType, Integration, Platform, Project,
 use crate::probe::{HealthStatus, PlatformProbe, ProbeReport, ProbeTarget, ResolvedIntegration};
 use crate::store::{
     credentials_associated_data, IntegrationChanges, IntegrationQuery, IntegrationStore,
-    ProjectDeletion, StoredIntegration,
+    ProjectDeletion, StoreError, StoredIntegration,
 };
 use crate::validation::{normalize_config, validate_credentials, UrlPolicy};
 
@@ -594,11 +594,22 @@ impl IntegrationService {
         require_owner(actor)?;
         let audit = AuditEvent::new(actor, AuditAction::ProjectDeleted, AuditOutcome::Success)
             .with_filter("project", identifier.to_owned());
-        match self
+        let deletion = self
             .store
             .delete_project(&project_key(identifier), &audit)
-            .await?
-        {
+            .await
+            .map_err(|error| match error {
+                StoreError::ProjectInUse(ids) => {
+                    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                    ServiceError::Conflict(format!(
+                        "Project '{}' is the only scope of integrations {}; delete them first",
+                        shown(identifier),
+                        ids.join(", ")
+                    ))
+                }
+                other => ServiceError::from(other),
+            })?;
+        match deletion {
             ProjectDeletion::Deleted {
                 detached_integrations,
             } => {
@@ -647,17 +658,33 @@ impl IntegrationService {
 
         let mut jobs = Vec::with_capacity(projects.len());
         for project in projects {
-            let integration = self.resolve_for_probe(&project).await?;
-            jobs.push(ProbeTarget {
-                project,
-                integration,
-            });
+            let job = match self.resolve_for_probe(&project).await {
+                Ok(integration) => Ok(ProbeTarget {
+                    project,
+                    integration,
+                }),
+                // A row that cannot be opened fails its own project, not the whole report.
+                Err(ServiceError::Internal(message)) => Err(PlatformHealth {
+                    provider: health_provider(project.platform).unwrap_or("none").into(),
+                    project: project.identifier,
+                    status: HealthStatus::Unhealthy,
+                    message: format!("{message}; update the integration with new credentials"),
+                    latency: None,
+                }),
+                Err(error) => return Err(error),
+            };
+            jobs.push(job);
         }
 
         let timeout = self.settings.probe_timeout;
         let bound = self.settings.health_concurrency.max(1);
         let platforms: Vec<PlatformHealth> = stream::iter(jobs)
-            .map(|target| self.probe_one(target, timeout))
+            .map(|job| async move {
+                match job {
+                    Ok(target) => self.probe_one(target, timeout).await,
+                    Err(entry) => entry,
+                }
+            })
             .buffered(bound)
             .collect()
             .await;
@@ -735,8 +762,9 @@ impl IntegrationService {
         }
     }
 
-    /// The project's own integration of the platform's provider, else the global default, else
-    /// any global one. Only auth types a probe can use are considered.
+    /// The project's own integration of the platform's provider, else the global default of that
+    /// provider. Only auth types a probe can use are considered; with neither, the probe falls
+    /// back to credentials of its own configuration, such as a built-in GitHub App.
     async fn resolve_for_probe(
         &self,
         project: &Project,
@@ -754,12 +782,13 @@ impl IntegrationService {
             project_key: Some(project.key()),
             ..IntegrationQuery::default()
         };
-        let global = IntegrationQuery {
+        let global_default = IntegrationQuery {
             provider: Some(provider),
             global_only: true,
+            default_only: true,
             ..IntegrationQuery::default()
         };
-        for query in [scoped, global] {
+        for query in [scoped, global_default] {
             let rows = self.store.list_integrations(&query).await?;
             if let Some(row) = rows
                 .into_iter()
@@ -842,17 +871,40 @@ impl IntegrationService {
         })
     }
 
-    /// Opens every stored credential with the current cipher, to detect a wrong master key at
-    /// start-up. Returns the number of integrations checked.
-    pub async fn verify_master_key(&self) -> Result<usize, ServiceError> {
+    /// Opens every stored credential with the current cipher, to detect a wrong or missing
+    /// master key at start-up.
+    pub async fn verify_master_key(&self) -> Result<MasterKeyCheck, ServiceError> {
         let rows = self
             .store
             .list_integrations(&IntegrationQuery::default())
             .await?;
-        for row in &rows {
-            self.open(row)?;
-        }
-        Ok(rows.len())
+        let unopenable = rows
+            .iter()
+            .filter(|row| self.open(row).is_err())
+            .map(|row| row.integration.id)
+            .collect();
+        Ok(MasterKeyCheck {
+            checked: rows.len(),
+            unopenable,
+        })
+    }
+}
+
+/// Result of [`IntegrationService::verify_master_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterKeyCheck {
+    /// Number of stored integrations.
+    pub checked: usize,
+    /// Integrations whose credentials the cipher cannot open: sealed with another key, or
+    /// corrupt.
+    pub unopenable: Vec<Uuid>,
+}
+
+impl MasterKeyCheck {
+    /// Reports whether integrations exist and none of them opens, which points at a wrong key
+    /// rather than at a few corrupt rows.
+    pub fn wrong_key(&self) -> bool {
+        self.checked > 0 && self.unopenable.len() == self.checked
     }
 }
 
@@ -918,7 +970,34 @@ fn integration_not_found() -> ServiceError {
 }
 
 fn project_not_found(identifier: &str) -> ServiceError {
-    ServiceError::NotFound(format!("Project '{identifier}' not found"))
+    ServiceError::NotFound(format!("Project '{}' not found", shown(identifier)))
+}
+
+/// Longest identifier quoted in a message, in characters; longer ones are cut.
+const MAX_SHOWN_IDENTIFIER: usize = 100;
+
+/// Cuts a caller-supplied identifier for quoting in a message.
+fn shown(identifier: &str) -> String {
+    if identifier.chars().count() <= MAX_SHOWN_IDENTIFIER {
+        return identifier.to_owned();
+    }
+    let mut cut: String = identifier.chars().take(MAX_SHOWN_IDENTIFIER).collect();
+    cut.push('…');
+    cut
+}
+
+/// Reports whether a character is invisible or reorders text (zero-width and bidirectional
+/// controls, soft hyphen, byte order mark), which lets one identifier pass for another.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 fn health_provider(platform: Platform) -> Option<&'static str> {
@@ -956,10 +1035,22 @@ fn validate_identifier(identifier: &str) -> Result<(), ServiceError> {
             format!("identifier is longer than {MAX_IDENTIFIER_LEN} characters"),
         ));
     }
-    if identifier.chars().any(char::is_control) {
+    if identifier
+        .chars()
+        .any(|c| c.is_control() || is_invisible_format(c))
+    {
         return Err(ServiceError::invalid(
             "identifier",
-            "identifier must not contain control characters",
+            "identifier must not contain control, zero-width or bidirectional formatting characters",
+        ));
+    }
+    if identifier
+        .split('/')
+        .any(|segment| segment.trim().is_empty() || segment == "." || segment == "..")
+    {
+        return Err(ServiceError::invalid(
+            "identifier",
+            "identifier segments must not be empty, '.' or '..'",
         ));
     }
     Ok(())
@@ -973,11 +1064,26 @@ fn validate_identifier_shape(identifier: &str, platform: Platform) -> Result<(),
         Platform::AzureDevops => (3, "org/project/repo"),
         _ => return Ok(()),
     };
-    if segments.len() != expected || segments.iter().any(|segment| segment.trim().is_empty()) {
+    if segments.len() != expected {
         return Err(ServiceError::invalid(
             "identifier",
             format!("identifier of a {platform} project must look like {example}"),
         ));
+    }
+    // GitHub owner names are letters, digits and hyphens; repository names add '.' and '_'.
+    if platform == Platform::Github {
+        let owner_valid = segments[0]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let repo_valid = segments[1]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !owner_valid || !repo_valid {
+            return Err(ServiceError::invalid(
+                "identifier",
+                "identifier of a github project must be owner/repo made of letters, digits and '-', plus '_' and '.' in the repository name",
+            ));
+        }
     }
     Ok(())
 }
@@ -992,20 +1098,40 @@ fn validate_remote_url(remote_url: &str) -> Result<(), ServiceError> {
             format!("remoteUrl is longer than {MAX_REMOTE_URL_LEN} characters"),
         ));
     }
-    let parsed = url::Url::parse(remote_url);
-    let scp_like = remote_url.contains('@') && remote_url.contains(':');
-    match parsed {
-        Ok(url) if !url.username().is_empty() && url.password().is_some() => {
-            Err(ServiceError::invalid(
-                "remoteUrl",
-                "remoteUrl must not embed credentials; store them in an integration",
-            ))
-        }
-        Ok(url) if matches!(url.scheme(), "https" | "http" | "ssh" | "git") => Ok(()),
-        Err(_) if scp_like => Ok(()),
-        _ => Err(ServiceError::invalid(
+    let not_a_remote = || {
+        ServiceError::invalid(
             "remoteUrl",
             "remoteUrl must be a git remote URL such as https://github.com/owner/repo.git",
+        )
+    };
+    let embedded_credentials = || {
+        ServiceError::invalid(
+            "remoteUrl",
+            "remoteUrl must not contain a user name, password or token; store credentials in an integration",
+        )
+    };
+    if remote_url.chars().any(char::is_whitespace) {
+        return Err(not_a_remote());
+    }
+    let scp_like =
+        !remote_url.contains("://") && remote_url.contains('@') && remote_url.contains(':');
+    if scp_like {
+        // `git@github.com:owner/repo.git`: the user name is the SSH login, never a secret.
+        return Ok(());
+    }
+
+    let url = url::Url::parse(remote_url).map_err(|_| not_a_remote())?;
+    let has_user = !url.username().is_empty();
+    let has_password = url.password().is_some();
+    let has_query = url.query().is_some() || url.fragment().is_some();
+    match url.scheme() {
+        "https" | "http" if has_user || has_password => Err(embedded_credentials()),
+        "ssh" | "git" if has_password => Err(embedded_credentials()),
+        "https" | "http" | "ssh" | "git" if has_query => Err(ServiceError::invalid(
+            "remoteUrl",
+            "remoteUrl must not contain a query string or fragment",
         )),
+        "https" | "http" | "ssh" | "git" => Ok(()),
+        _ => Err(not_a_remote()),
     }
 }

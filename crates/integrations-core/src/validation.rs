@@ -264,6 +264,26 @@ pub fn check_private_key_format(key: &str) -> Result<(), String> {
     }
 }
 
+/// Reports whether a configuration key names a secret, such as `api_key` or `clientSecret`.
+fn looks_like_secret_name(name: &str) -> bool {
+    let normalized = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    [
+        "secret",
+        "token",
+        "password",
+        "passwd",
+        "apikey",
+        "privatekey",
+        "credential",
+    ]
+    .iter()
+    .any(|marker| normalized.contains(marker))
+}
+
 /// Checks and completes an integration's configuration: fills defaults and rejects values the
 /// provider cannot use. Configuration is metadata and must not hold secrets.
 pub fn normalize_config(
@@ -278,6 +298,15 @@ pub fn normalize_config(
         return Err(ValidationError::new(
             "config",
             format!("config is larger than {MAX_CONFIG_LEN} bytes"),
+        ));
+    }
+    if let Some(name) = config.keys().find(|name| looks_like_secret_name(name)) {
+        let name = printable_name(name);
+        return Err(ValidationError::new(
+            format!("config.{name}"),
+            format!(
+                "config.{name} looks like a secret; put secrets in credentials, which are encrypted, because config is stored and returned in plaintext"
+            ),
         ));
     }
     match provider {
@@ -429,6 +458,16 @@ mod tests {
         assert_eq!(config["site"], "datadoghq.com");
         let config = normalize_config(Provider::Newrelic, Map::new(), &policy()).unwrap();
         assert_eq!(config["region"], "US");
+    }
+
+    #[test]
+    fn secret_named_config_rejected() {
+        for name in ["api_key", "clientSecret", "token", "Password"] {
+            let mut config = Map::new();
+            config.insert(name.into(), Value::String("value".into()));
+            let error = normalize_config(Provider::Datadog, config, &policy()).unwrap_err();
+            assert_eq!(error.field, format!("config.{name}"));
+        }
     }
 
     #[test]

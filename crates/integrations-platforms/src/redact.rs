@@ -22,7 +22,11 @@ fn scrub_cut_prefix(message: &str, secret: &str) -> String {
 
 /// Reports whether a word looks like an opaque token: long, made of the characters tokens and
 /// JWTs use, and mixing letters with digits, which ordinary words in platform messages do not.
+/// UUIDs (client, tenant and request ids) are identifiers, not secrets, and are kept.
 fn looks_like_token(word: &str) -> bool {
+    if is_uuid(word) {
+        return false;
+    }
     let word =
         word.trim_matches(|c: char| matches!(c, '"' | '\'' | ',' | ';' | '(' | ')' | '[' | ']'));
     word.chars().count() >= 16
@@ -31,6 +35,17 @@ fn looks_like_token(word: &str) -> bool {
         })
         && word.chars().any(|c| c.is_ascii_digit())
         && word.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+/// Reports whether a word is a UUID in its hyphenated form, ignoring surrounding punctuation.
+fn is_uuid(word: &str) -> bool {
+    let word = word.trim_matches(|c: char| !c.is_ascii_hexdigit());
+    let groups: Vec<&str> = word.split('-').collect();
+    let lengths: Vec<usize> = groups.iter().map(|group| group.len()).collect();
+    lengths == [8, 4, 4, 4, 12]
+        && groups
+            .iter()
+            .all(|group| group.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Maximum length, in characters, of platform-supplied text (such as GitHub's `message`) quoted in a report.
@@ -143,6 +158,12 @@ mod tests {
         let quoted = quote_platform_text(&text);
         assert!(!quoted.contains("eyJ"), "{quoted}");
         assert!(quoted.contains("[REDACTED]"), "{quoted}");
+    }
+
+    #[test]
+    fn quote_keeps_uuid() {
+        let text = "service principal 0b3c1a52-7d4e-4f61-9a2b-5c8d7e6f1a20 not found";
+        assert_eq!(quote_platform_text(text), text);
     }
 
     #[test]

@@ -116,6 +116,8 @@ impl TokenVerifier {
     fn new(key: DecodingKey, algorithm: Algorithm, config: &JwtConfig) -> Self {
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECONDS;
+        // A token whose `nbf` lies ahead is not valid yet (RFC 7519, section 4.1.5).
+        validation.validate_nbf = true;
         validation.validate_exp = true;
         let mut required = vec!["exp", "sub"];
         match &config.jwt_issuer {

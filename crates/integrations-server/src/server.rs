@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use integrations_core::store::IntegrationQuery;
 use integrations_core::validation::UrlPolicy;
 use integrations_core::{
     Aes256GcmCipher, AuditSink, IntegrationService, IntegrationStore, ServiceSettings, StoreError,
@@ -32,6 +33,14 @@ pub enum StartError {
     /// The master key cannot open the stored credentials.
     #[error("the master key cannot open the stored credentials ({0}); start with the key that sealed them, or list it in INTEGRATIONS_RETIRED_MASTER_KEYS")]
     WrongMasterKey(String),
+    /// No master key is configured or on disk, but the database holds sealed credentials.
+    #[error("the master key file {} is missing but the database holds {stored} integrations sealed with a master key; restore the key file from its backup or set INTEGRATIONS_MASTER_KEY", path.display())]
+    MissingMasterKey {
+        /// Where the key file was expected.
+        path: std::path::PathBuf,
+        /// Number of stored integrations.
+        stored: usize,
+    },
     /// The platform probes are misconfigured.
     #[error("invalid platform probe configuration: {0}")]
     Platforms(String),
@@ -82,6 +91,26 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
     let verifier = TokenVerifier::from_config(&config.jwt, &config.data_dir)?;
     tracing::info!(algorithm = ?verifier.algorithm(), "bearer tokens verified");
 
+    let (store, audit) = open_store(config.database_url.as_ref(), &config.data_dir)
+        .await
+        .map_err(StartError::Store)?;
+    let key_file = config.data_dir.join(keys::MASTER_KEY_FILE);
+    if config.master_key.is_none() && config.master_key_file.is_none() && !key_file.exists() {
+        // Generating a fresh key here would leave every stored credential unreadable and put a
+        // useless key where the operator expects the real one.
+        let stored = store
+            .list_integrations(&IntegrationQuery::default())
+            .await
+            .map_err(StartError::Store)?
+            .len();
+        if stored > 0 {
+            return Err(StartError::MissingMasterKey {
+                path: key_file,
+                stored,
+            });
+        }
+    }
+
     let (master_key, source) = keys::load_master_key(
         config.master_key.as_ref(),
         config.master_key_file.as_deref(),
@@ -112,9 +141,6 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
     }
     let cipher = Aes256GcmCipher::with_retired_keys(&master_key, &retired);
 
-    let (store, audit) = open_store(config.database_url.as_ref(), &config.data_dir)
-        .await
-        .map_err(StartError::Store)?;
     let settings = ServiceSettings {
         urls: UrlPolicy {
             http_allowed_hosts: config
@@ -130,14 +156,31 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
     let service = with_probes(IntegrationService::new(store, Arc::new(cipher), audit))?
         .with_settings(settings);
 
-    let checked = service
+    let check = service
         .verify_master_key()
         .await
-        .map_err(|error| StartError::WrongMasterKey(error.to_string()))?;
-    tracing::info!(
-        integrations = checked,
-        "master key opens every stored credential"
-    );
+        .map_err(|error| StartError::Store(StoreError::Unavailable(error.to_string())))?;
+    if check.wrong_key() {
+        return Err(StartError::WrongMasterKey(format!(
+            "none of the {} stored integrations opens with key id {}",
+            check.checked,
+            master_key.id()
+        )));
+    }
+    if check.unopenable.is_empty() {
+        tracing::info!(
+            integrations = check.checked,
+            "master key opens every stored credential"
+        );
+    } else {
+        // A few unreadable rows point at corruption or a restore mix-up, not at a wrong key:
+        // serve the rest, and name the broken integrations so an owner can replace them.
+        tracing::error!(
+            integrations = check.checked,
+            unopenable = ?check.unopenable,
+            "stored credentials of some integrations cannot be opened; update them with new credentials or restore them from a backup"
+        );
+    }
 
     Ok(AppState::new(service, verifier))
 }

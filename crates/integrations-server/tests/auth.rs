@@ -400,3 +400,29 @@ async fn every_route_needs_token() {
         assert_eq!(reply.status, 401, "{method} {path}");
     }
 }
+
+#[tokio::test]
+async fn future_nbf_rejected() {
+    let server = Server::shared();
+    let secret = common::signing_secret(&server.data_dir);
+    let now = common::now_seconds();
+    let claims = serde_json::json!({
+        "sub": "early-bird",
+        "role": "owner",
+        "exp": now + 3600,
+        "nbf": now + 3000,
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let response = reqwest::Client::new()
+        .get(server.url("/sfp/api/projects"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}

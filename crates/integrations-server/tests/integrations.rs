@@ -707,3 +707,19 @@ async fn list_filters_by_provider() {
         assert!(row.get("credentials").is_none());
     }
 }
+
+#[tokio::test]
+async fn secret_named_config_400() {
+    let server = Server::shared();
+    let body = json!({
+        "provider": "datadog",
+        "authType": "api_key",
+        "credentials": {"api_key": "dd_real_key"},
+        "config": {"api_key": "dd_CONFIGSECRET999"},
+        "isGlobal": true,
+    });
+    let reply = create_as(server, &server.owner, body).await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.message().contains("config.api_key"), "{}", reply.text);
+    assert!(!reply.text.contains("dd_CONFIGSECRET999"));
+}

@@ -279,3 +279,53 @@ async fn es256_public_key_verifies() {
     let reply = call(&server, "GET", "/sfp/api/projects", Some(&forged), None).await;
     assert_eq!(reply.status, 401);
 }
+
+#[tokio::test]
+async fn missing_master_key_refuses_start() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let mut first = Server::start_with(Options::default().data_dir(&data_dir));
+    create_integration(&first, common::github_global("ghp_key_goes_missing", false)).await;
+    assert!(first.terminate().success());
+
+    std::fs::remove_file(data_dir.join("master.key")).unwrap();
+    let failure = Server::try_start(Options::default().data_dir(&data_dir))
+        .err()
+        .expect("server refuses to replace a missing master key");
+    assert!(!failure.status.success(), "{}", failure.status);
+    assert!(failure.log.contains("master key file"), "{}", failure.log);
+    assert!(
+        !data_dir.join("master.key").exists(),
+        "no replacement key was written"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_row_does_not_stop_start() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let mut first = Server::start_with(Options::default().data_dir(&data_dir));
+    let damaged = create_integration(&first, common::github_global("ghp_row_one", false)).await;
+    let intact = create_integration(&first, common::github_global("ghp_row_two", false)).await;
+    assert!(first.terminate().success());
+
+    // Copy the second row's ciphertext onto the first: associated data makes it unreadable there.
+    let store = integrations_store::SqliteStore::open_in_dir(&data_dir)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE integrations SET sealed_credentials = \
+         (SELECT sealed_credentials FROM integrations WHERE id = ?) WHERE id = ?",
+    )
+    .bind(&intact)
+    .bind(&damaged)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+
+    let mut second = Server::start_with(Options::default().data_dir(&data_dir));
+    let log = second.log();
+    assert!(log.contains(&damaged), "log names the damaged row: {log}");
+    assert!(second.terminate().success());
+}

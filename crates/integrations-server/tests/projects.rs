@@ -222,3 +222,68 @@ async fn missing_identifier_400() {
     assert_eq!(reply.status, 400);
     assert_eq!(reply.message(), "identifier is required");
 }
+
+#[tokio::test]
+async fn remote_url_token_forms_400() {
+    let server = Server::shared();
+    let remotes = [
+        "https://ghp_TOKENINURL1234567890@github.com/a/b.git",
+        "https://:ghp_PASSONLY1234567890@github.com/a/b.git",
+        "https://github.com/a/b.git?access_token=ghp_QUERY1234567890",
+        "ssh://git:ghp_SSHPASS1234567890@github.com/a/b.git",
+    ];
+    for remote in remotes {
+        let reply = call(
+            server,
+            "POST",
+            "/sfp/api/projects",
+            Some(&server.owner),
+            Some(json!({"identifier": identifier("token-url"), "remoteUrl": remote})),
+        )
+        .await;
+        assert_eq!(reply.status, 400, "{remote}");
+        assert!(
+            !reply.text.contains("1234567890"),
+            "{remote}: {}",
+            reply.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn ssh_remote_with_login_accepted() {
+    let server = Server::shared();
+    for remote in ["git@github.com:a/b.git", "ssh://git@github.com/a/b.git"] {
+        let reply = call(
+            server,
+            "POST",
+            "/sfp/api/projects",
+            Some(&server.owner),
+            Some(json!({"identifier": identifier("ssh"), "remoteUrl": remote})),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{remote}: {}", reply.text);
+    }
+}
+
+#[tokio::test]
+async fn lookalike_identifiers_400() {
+    let server = Server::shared();
+    let identifiers = [
+        "../..".to_owned(),
+        "acme\u{200b}/repo".to_owned(),
+        "acme/\u{202e}oper".to_owned(),
+        "acme/re po".to_owned(),
+    ];
+    for candidate in identifiers {
+        let reply = call(
+            server,
+            "POST",
+            "/sfp/api/projects",
+            Some(&server.owner),
+            Some(json!({"identifier": candidate, "remoteUrl": "https://github.com/acme/repo.git"})),
+        )
+        .await;
+        assert_eq!(reply.status, 400, "{candidate:?}: {}", reply.text);
+    }
+}
