@@ -228,15 +228,41 @@ fn query() -> impl Filter<Extract = (QueryParams,), Error = Rejection> + Clone {
     })
 }
 
-/// Reads the request body up to [`body::MAX_BODY_BYTES`].
+/// Reads the request body up to [`body::MAX_BODY_BYTES`]. A body declared as anything but JSON
+/// gets 415; a missing Content-Type is read as JSON, as sfp clients do not always send one.
 fn json_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    warp::header::optional::<u64>("content-length")
+    warp::header::optional::<String>("content-type")
+        .and_then(|content_type: Option<String>| async move {
+            match content_type {
+                Some(value) if !is_json_media_type(&value) => {
+                    Err(warp::reject::custom(ApiError::new(
+                        warp::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "Content-Type must be application/json",
+                    )))
+                }
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .and_then(|length, stream| async move {
             body::read_limited(length, stream)
                 .await
                 .map_err(warp::reject::custom)
         })
+}
+
+/// Accepts `application/json` and structured `+json` types, with any parameters.
+fn is_json_media_type(value: &str) -> bool {
+    let media_type = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
 fn reply(result: Result<Response, ApiError>) -> Response {

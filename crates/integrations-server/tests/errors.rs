@@ -351,3 +351,40 @@ async fn error_bodies_hide_secrets() {
         assert!(!reply.text.contains(SECRET), "{body}: {}", reply.text);
     }
 }
+
+#[tokio::test]
+async fn non_json_content_type_415() {
+    let server = Server::shared();
+    let response = reqwest::Client::new()
+        .post(server.url("/sfp/api/projects"))
+        .bearer_auth(&server.owner)
+        .header("content-type", "text/plain")
+        .body(r#"{"identifier": "acme/plain", "remoteUrl": "https://github.com/acme/plain.git"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["statusCode"], 415);
+}
+
+#[tokio::test]
+async fn json_with_charset_accepted() {
+    let server = Server::shared();
+    let identifier = format!("{}/charset", common::unique("ct"));
+    let response = reqwest::Client::new()
+        .post(server.url("/sfp/api/projects"))
+        .bearer_auth(&server.owner)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(
+            serde_json::json!({
+                "identifier": identifier,
+                "remoteUrl": "https://github.com/acme/charset.git",
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
