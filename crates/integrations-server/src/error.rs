@@ -108,7 +108,10 @@ fn rejection_to_error(rejection: &Rejection) -> ApiError {
     }
 
     if rejection.is_not_found() {
-        return ApiError::new(StatusCode::NOT_FOUND, "Route not found");
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Route not found; the API routes are under /sfp/api, and GET /health reports readiness",
+        );
     }
 
     if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {

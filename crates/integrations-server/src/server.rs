@@ -45,7 +45,7 @@ pub enum StartError {
     #[error("invalid platform probe configuration: {0}")]
     Platforms(String),
     /// The listen address could not be bound.
-    #[error("failed to listen on {address}: {message}")]
+    #[error("failed to listen on {address}: {message}; stop the process using it or choose another address with --listen")]
     Bind {
         /// The configured address.
         address: SocketAddr,
