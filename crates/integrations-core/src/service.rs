@@ -1,5 +1,6 @@
 //! [`IntegrationService`]: every rule of the credential store, roles included.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -656,9 +657,10 @@ impl IntegrationService {
                 .collect(),
         };
 
+        let mut candidates = self.load_probe_integrations().await?;
         let mut jobs = Vec::with_capacity(projects.len());
         for project in projects {
-            let job = match self.resolve_for_probe(&project).await {
+            let job = match self.resolve_for_probe(&mut candidates, &project) {
                 Ok(integration) => Ok(ProbeTarget {
                     project,
                     integration,
@@ -699,10 +701,17 @@ impl IntegrationService {
     /// Starts filling the probes' token caches for every registered project, in the background.
     pub async fn warm_up(&self) -> Result<(), ServiceError> {
         let projects = self.store.list_projects().await?;
+        let mut candidates = self.load_probe_integrations().await?;
         for probe in &self.probes {
             let mut targets = Vec::new();
             for project in projects.iter().filter(|p| p.platform == probe.platform()) {
-                let integration = self.resolve_for_probe(project).await?;
+                let integration = match self.resolve_for_probe(&mut candidates, project) {
+                    Ok(integration) => integration,
+                    Err(error) => {
+                        tracing::warn!(project = %project.identifier, error = %error, "skipping warm-up of a project whose credentials cannot be opened");
+                        continue;
+                    }
+                };
                 targets.push(ProbeTarget {
                     project: project.clone(),
                     integration,
@@ -762,11 +771,29 @@ impl IntegrationService {
         }
     }
 
+    /// Loads every GitHub and Azure DevOps integration once, so that resolving a health check's
+    /// credentials costs no query per project.
+    async fn load_probe_integrations(&self) -> Result<ProbeIntegrations, ServiceError> {
+        let mut rows = Vec::new();
+        for provider in [Provider::Github, Provider::AzureDevops] {
+            let query = IntegrationQuery {
+                provider: Some(provider),
+                ..IntegrationQuery::default()
+            };
+            rows.extend(self.store.list_integrations(&query).await?);
+        }
+        Ok(ProbeIntegrations {
+            rows,
+            opened: HashMap::new(),
+        })
+    }
+
     /// The project's own integration of the platform's provider, else the global default of that
     /// provider. Only auth types a probe can use are considered; with neither, the probe falls
     /// back to credentials of its own configuration, such as a built-in GitHub App.
-    async fn resolve_for_probe(
+    fn resolve_for_probe(
         &self,
+        candidates: &mut ProbeIntegrations,
         project: &Project,
     ) -> Result<Option<ResolvedIntegration>, ServiceError> {
         let (provider, usable): (Provider, &[AuthType]) = match project.platform {
@@ -777,31 +804,38 @@ impl IntegrationService {
             ),
             _ => return Ok(None),
         };
-        let scoped = IntegrationQuery {
-            provider: Some(provider),
-            project_key: Some(project.key()),
-            ..IntegrationQuery::default()
+        let key = project.key();
+        let usable_rows = || {
+            candidates.rows.iter().filter(|row| {
+                row.integration.provider == provider && usable.contains(&row.integration.auth_type)
+            })
         };
-        let global_default = IntegrationQuery {
-            provider: Some(provider),
-            global_only: true,
-            default_only: true,
-            ..IntegrationQuery::default()
+        // Rows arrive defaults first, then oldest first, as the store lists them.
+        let scoped = usable_rows().find(|row| {
+            row.integration
+                .projects
+                .iter()
+                .any(|identifier| project_key(identifier) == key)
+        });
+        let chosen = scoped
+            .or_else(|| {
+                usable_rows().find(|row| row.integration.is_global && row.integration.is_default)
+            })
+            .cloned();
+        let Some(row) = chosen else {
+            return Ok(None);
         };
-        for query in [scoped, global_default] {
-            let rows = self.store.list_integrations(&query).await?;
-            if let Some(row) = rows
-                .into_iter()
-                .find(|row| usable.contains(&row.integration.auth_type))
-            {
-                let credentials = self.open(&row)?;
-                return Ok(Some(ResolvedIntegration {
-                    integration: row.integration,
-                    credentials,
-                }));
-            }
+
+        let id = row.integration.id;
+        if !candidates.opened.contains_key(&id) {
+            let opened = self.open(&row);
+            candidates.opened.insert(id, opened);
         }
-        Ok(None)
+        let credentials = candidates.opened[&id].clone()?;
+        Ok(Some(ResolvedIntegration {
+            integration: row.integration,
+            credentials,
+        }))
     }
 
     // ----- helpers -----
@@ -906,6 +940,13 @@ impl MasterKeyCheck {
     pub fn wrong_key(&self) -> bool {
         self.checked > 0 && self.unopenable.len() == self.checked
     }
+}
+
+/// GitHub and Azure DevOps integrations loaded for one health check, with the credentials
+/// opened so far.
+struct ProbeIntegrations {
+    rows: Vec<StoredIntegration>,
+    opened: HashMap<Uuid, Result<Credentials, ServiceError>>,
 }
 
 enum Scope {

@@ -331,3 +331,46 @@ async fn moved_row_fails_to_open() {
     };
     assert!(!message.contains("ghp_moved"));
 }
+
+#[tokio::test]
+async fn unreadable_row_fails_one_project() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut row = tokio::task::spawn_blocking({
+        let cipher = cipher.clone();
+        move || sealed_github_row(&cipher, "ghp_unreadable")
+    })
+    .await
+    .unwrap();
+    row.integration.id = Uuid::new_v4();
+    let project = Project {
+        identifier: "acme/api".into(),
+        remote_url: "https://github.com/acme/api.git".into(),
+        platform: integrations_core::Platform::Github,
+        created_at: chrono::Utc::now(),
+    };
+
+    let mut store = MockStore::new();
+    store
+        .expect_list_projects()
+        .returning(move || Ok(vec![project.clone()]));
+    store
+        .expect_list_integrations()
+        .returning(move |query| match query.provider {
+            Some(Provider::Github) => Ok(vec![row.clone()]),
+            _ => Ok(Vec::new()),
+        });
+    let service = service(store, MockSink::new(), &cipher);
+
+    let report = service.platform_health(&owner(), None).await.unwrap();
+    assert_eq!(report.platforms.len(), 1);
+    assert_eq!(
+        report.platforms[0].status,
+        integrations_core::HealthStatus::Unhealthy
+    );
+    assert!(
+        report.platforms[0].message.contains("could not be opened"),
+        "{}",
+        report.platforms[0].message
+    );
+    assert!(!report.platforms[0].message.contains("ghp_unreadable"));
+}
