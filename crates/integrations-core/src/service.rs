@@ -826,12 +826,11 @@ impl IntegrationService {
             return Ok(None);
         };
 
-        let id = row.integration.id;
-        if !candidates.opened.contains_key(&id) {
-            let opened = self.open(&row);
-            candidates.opened.insert(id, opened);
-        }
-        let credentials = candidates.opened[&id].clone()?;
+        let credentials = candidates
+            .opened
+            .entry(row.integration.id)
+            .or_insert_with(|| self.open(&row))
+            .clone()?;
         Ok(Some(ResolvedIntegration {
             integration: row.integration,
             credentials,
