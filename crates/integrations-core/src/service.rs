@@ -130,7 +130,7 @@ pub struct PlatformHealth {
     pub project: String,
     /// Status.
     pub status: HealthStatus,
-    /// What the operator should know or fix.
+    /// Explanation for the operator, with the fix when the check failed.
     pub message: String,
     /// Round-trip time of the platform calls, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,7 +213,7 @@ impl IntegrationService {
         &self.store
     }
 
-    /// Checks that the database answers, for load balancer probes. Calls no external platform.
+    /// Checks that the database responds, for load balancer probes. Calls no external platform.
     pub async fn readiness(&self) -> Result<(), ServiceError> {
         self.store.ping().await.map_err(ServiceError::from)
     }
@@ -477,7 +477,7 @@ impl IntegrationService {
 
     async fn record_read(&self, audit: &AuditEvent) -> Result<(), ServiceError> {
         self.audit.record(audit).await.map_err(|error| {
-            tracing::error!(error = %error, "credential read refused: the audit event could not be written");
+            tracing::error!(error = %error, "credential read rejected: the audit event could not be written");
             ServiceError::Unavailable(
                 "Audit log unavailable; credentials are not returned without an audit record"
                     .into(),
@@ -636,7 +636,10 @@ impl IntegrationService {
 
     /// Checks each registered GitHub and Azure DevOps project's platform, or only `project`.
     /// Any role. Probes run concurrently up to the configured bound, each within the probe
-    /// timeout, so one slow platform cannot stall the answer.
+    /// timeout, so one slow platform cannot stall the response.
+    ///
+    /// NOTE: the bound applies per call, so concurrent calls multiply the outbound requests, and
+    /// a call over many unreachable projects takes about projects / bound x probe timeout.
     pub async fn platform_health(
         &self,
         _actor: &Actor,
@@ -788,9 +791,9 @@ impl IntegrationService {
         })
     }
 
-    /// The project's own integration of the platform's provider, else the global default of that
-    /// provider. Only auth types a probe can use are considered; with neither, the probe falls
-    /// back to credentials of its own configuration, such as a built-in GitHub App.
+    /// Picks the project's own integration of the platform's provider, else the global default of
+    /// that provider, among the auth types a probe can use. With neither, the probe falls back to
+    /// credentials of its own configuration, such as a built-in GitHub App.
     fn resolve_for_probe(
         &self,
         candidates: &mut ProbeIntegrations,
@@ -1013,7 +1016,7 @@ fn project_not_found(identifier: &str) -> ServiceError {
     ServiceError::NotFound(format!("Project '{}' not found", shown(identifier)))
 }
 
-/// Longest identifier quoted in a message, in characters; longer ones are cut.
+/// Maximum length of an identifier quoted in a message, in characters; longer ones are cut.
 const MAX_SHOWN_IDENTIFIER: usize = 100;
 
 /// Cuts a caller-supplied identifier for quoting in a message.
