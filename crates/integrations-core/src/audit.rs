@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::model::{Actor, Role};
 use crate::store::StoreError;
 
-/// What an audited operation did.
+/// Kind of an audited operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -62,7 +62,7 @@ impl std::str::FromStr for AuditAction {
     }
 }
 
-/// How an audited operation ended.
+/// Result of an audited operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -111,13 +111,13 @@ pub struct AuditEvent {
     pub actor_subject: String,
     /// Role of the caller.
     pub actor_role: Role,
-    /// What was done.
+    /// Kind of operation.
     pub action: AuditAction,
     /// Integrations involved, in response order.
     pub integration_ids: Vec<Uuid>,
     /// Request filters or identifiers, such as `provider` and `project`.
     pub filters: BTreeMap<String, String>,
-    /// How it ended.
+    /// Result.
     pub outcome: AuditOutcome,
 }
 

@@ -15,7 +15,7 @@ pub enum CredentialsFormatError {
     /// The credentials value is not a JSON object.
     #[error("credentials must be a JSON object")]
     NotAnObject,
-    /// A field holds something other than a string or a number.
+    /// A field contains something other than a string or a number.
     #[error("credentials.{0} must be a string")]
     NotAString(String),
     /// Sealed bytes did not decode as a credentials object.

@@ -4,8 +4,8 @@ use crate::cipher::CipherError;
 use crate::store::StoreError;
 use crate::validation::ValidationError;
 
-/// Why a service operation failed. Messages are safe to show to the caller: they name fields and
-/// ids, never credential values.
+/// Failure of a service operation. Messages are safe to show to the caller because they name
+/// fields and ids, never credential values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
@@ -20,7 +20,7 @@ pub enum ServiceError {
     InvalidInput {
         /// Field at fault, such as `credentials.token`.
         field: String,
-        /// What is wrong.
+        /// Description of the problem.
         message: String,
     },
     /// Nothing matched (HTTP 404).

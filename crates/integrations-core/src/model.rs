@@ -11,7 +11,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {kind} '{value}', expected one of: {expected}")]
 pub struct UnknownValue {
-    /// What kind of value was parsed, such as `provider`.
+    /// Kind of value that was parsed, such as `provider`.
     pub kind: &'static str,
     /// The rejected input, cut to a printable length.
     pub value: String,
@@ -154,7 +154,7 @@ impl Provider {
 }
 
 wire_enum! {
-    /// How an integration authenticates with its provider.
+    /// Authentication method of an integration with its provider.
     AuthType, "authType" {
         /// Personal access token.
         Pat => "pat",

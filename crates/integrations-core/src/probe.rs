@@ -49,7 +49,7 @@ pub struct ProbeTarget {
 pub struct ProbeReport {
     /// Status.
     pub status: HealthStatus,
-    /// What the operator should know or fix. Never contains a secret.
+    /// Explanation for the operator, with the fix when the check failed. Never contains a secret.
     pub message: String,
     /// Round-trip time of the platform calls, in milliseconds; `None` when nothing was called.
     pub latency_ms: Option<f64>,
@@ -69,7 +69,7 @@ impl ProbeReport {
 /// Checks that one platform is reachable with a project's credentials.
 #[async_trait]
 pub trait PlatformProbe: Send + Sync + fmt::Debug {
-    /// The platform this probe checks.
+    /// Returns the platform this probe checks.
     fn platform(&self) -> Platform;
 
     /// Checks one project. Failures are reported in the result, not as errors.

@@ -25,7 +25,7 @@ pub enum StoreError {
     /// The change lost a race with a concurrent change and may be retried.
     #[error("concurrent change conflicted: {0}")]
     Conflict(String),
-    /// The database cannot be reached or is not answering.
+    /// The database cannot be reached or does not respond.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// Any other database failure. The text never contains bound values.
@@ -45,7 +45,7 @@ pub struct StoredIntegration {
     pub sealed_credentials: Vec<u8>,
 }
 
-/// Which integrations to list. Every field narrows the result; the default lists all.
+/// Filter for listing integrations. Every field narrows the result; the default lists all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IntegrationQuery {
     /// Only this provider.
@@ -147,7 +147,7 @@ pub trait IntegrationStore: Send + Sync + fmt::Debug {
     /// Lists audit events, newest first, skipping `offset` and returning at most `limit`.
     async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
 
-    /// Checks that the database answers.
+    /// Checks that the database responds.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
