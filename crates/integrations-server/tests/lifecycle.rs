@@ -11,6 +11,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 const ES256_PRIVATE: &str = include_str!("fixtures/es256-private.pem");
+const RS256_PRIVATE: &str = include_str!("fixtures/rs256-private.pem");
+const RS256_PUBLIC_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/rs256-public.pem"
+);
 const ES256_PUBLIC_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/es256-public.pem"
@@ -328,4 +333,22 @@ async fn corrupt_row_does_not_stop_start() {
     let log = second.log();
     assert!(log.contains(&damaged), "log names the damaged row: {log}");
     assert!(second.terminate().success());
+}
+
+#[tokio::test]
+async fn rs256_public_key_verifies() {
+    let options = Options::default()
+        .env("INTEGRATIONS_JWT_PUBLIC_KEY_PATH", RS256_PUBLIC_PATH)
+        .without_tokens();
+    let server = Server::start_with(options);
+    let claims = json!({"sub": "rs", "role": "owner", "exp": common::now_seconds() + 600});
+    let key = EncodingKey::from_rsa_pem(RS256_PRIVATE.as_bytes()).unwrap();
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
+    let reply = call(&server, "GET", "/sfp/api/integrations", Some(&token), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+
+    // The same claims signed with another algorithm of the RSA family are rejected.
+    let other = jsonwebtoken::encode(&Header::new(Algorithm::RS512), &claims, &key).unwrap();
+    let reply = call(&server, "GET", "/sfp/api/integrations", Some(&other), None).await;
+    assert_eq!(reply.status, 401);
 }
