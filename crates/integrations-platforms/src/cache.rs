@@ -9,9 +9,14 @@ use std::time::{Duration, Instant};
 /// Maximum margin before expiry at which a cached token is refreshed.
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
+/// Longest lifetime a cached token is trusted for, whatever the platform claims (one day);
+/// this also keeps the `Instant` arithmetic below from overflowing on absurd values.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Returns when a token that lives `lifetime` from now should be refreshed: five minutes before
 /// it expires, or halfway through its life when it lives less than ten minutes.
 pub(crate) fn refresh_at(lifetime: Duration) -> Instant {
+    let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
     let margin = MAX_REFRESH_MARGIN.min(lifetime / 2);
     Instant::now() + lifetime.saturating_sub(margin)
 }
@@ -123,6 +128,12 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn absurd_lifetime_is_capped() {
+        let at = super::refresh_at(std::time::Duration::from_secs(u64::MAX));
+        assert!(at <= std::time::Instant::now() + super::MAX_TOKEN_LIFETIME);
+    }
+
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;

@@ -31,7 +31,7 @@ fn looks_like_token(word: &str) -> bool {
         word.trim_matches(|c: char| matches!(c, '"' | '\'' | ',' | ';' | '(' | ')' | '[' | ']'));
     word.chars().count() >= 16
         && word.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '=' | '+' | '/' | '~')
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '=' | '+' | '/' | '~' | '%')
         })
         && word.chars().any(|c| c.is_ascii_digit())
         && word.chars().any(|c| c.is_ascii_alphabetic())
@@ -72,8 +72,23 @@ impl Secrets {
             .unwrap_or_else(|poison| poison.into_inner());
         for piece in std::iter::once(value).chain(value.lines()) {
             let piece = piece.trim();
-            if piece.len() >= MIN_SECRET_LEN && !piece.starts_with("-----") {
-                values.push(Zeroizing::new(piece.to_owned()));
+            if piece.len() < MIN_SECRET_LEN || piece.starts_with("-----") {
+                continue;
+            }
+            // A platform may echo a secret the way it arrived: percent-encoded in a URL or form
+            // body, or as base64 without its padding.
+            let variants = [
+                piece.to_owned(),
+                percent_encoding::utf8_percent_encode(piece, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string(),
+                url::form_urlencoded::byte_serialize(piece.as_bytes()).collect::<String>(),
+                piece.trim_end_matches('=').to_owned(),
+            ];
+            for variant in variants {
+                let known = values.iter().any(|value| value.as_str() == variant);
+                if variant.len() >= MIN_SECRET_LEN && !known {
+                    values.push(Zeroizing::new(variant));
+                }
             }
         }
     }
@@ -138,6 +153,17 @@ pub(crate) fn quote_platform_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrub_removes_encoded_echoes() {
+        let secrets = Secrets::default();
+        secrets.add("Qx8Q~abcdefghijKLMNOPqrstuv.wxyz_0123456789");
+        secrets.add("OmszajVoN2cyczU=");
+        let form = secrets.scrub("client_secret=Qx8Q%7EabcdefghijKLMNOPqrstuv.wxyz_0123456789");
+        assert_eq!(form, "client_secret=[REDACTED]");
+        let header = secrets.scrub("header=Basic%20OmszajVoN2cyczU%3D");
+        assert!(!header.contains("OmszajVoN2cyczU"), "{header}");
+    }
 
     #[test]
     fn scrub_removes_cut_secret() {

@@ -2,12 +2,17 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Time after which a first warm-up that has not finished stops reporting `initializing`, so a
+/// stuck or failed warm-up task cannot hide a project's status for good.
+const WARMUP_LIMIT: Duration = Duration::from_secs(60);
 
 /// Warm-up state per project key.
 #[derive(Debug, Default)]
 pub(crate) struct WarmupTracker {
-    /// `true` while the project's first warm-up runs, `false` once it finished.
-    projects: Mutex<HashMap<String, bool>>,
+    /// Start time while the project's first warm-up runs, `None` once it finished.
+    projects: Mutex<HashMap<String, Option<Instant>>>,
 }
 
 impl WarmupTracker {
@@ -21,7 +26,7 @@ impl WarmupTracker {
         if projects.contains_key(project_key) {
             return false;
         }
-        projects.insert(project_key.to_owned(), true);
+        projects.insert(project_key.to_owned(), Some(Instant::now()));
         true
     }
 
@@ -31,16 +36,20 @@ impl WarmupTracker {
             .projects
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        projects.insert(project_key.to_owned(), false);
+        projects.insert(project_key.to_owned(), None);
     }
 
-    /// Reports whether the first warm-up of `project_key` is still running.
+    /// Reports whether the first warm-up of `project_key` is still running and began less than
+    /// [`WARMUP_LIMIT`] ago.
     pub(crate) fn is_initializing(&self, project_key: &str) -> bool {
         let projects = self
             .projects
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        projects.get(project_key).copied().unwrap_or(false)
+        match projects.get(project_key) {
+            Some(Some(started)) => started.elapsed() < WARMUP_LIMIT,
+            _ => false,
+        }
     }
 }
 
@@ -53,6 +62,20 @@ mod tests {
         let tracker = WarmupTracker::default();
         assert!(tracker.begin("acme/app"));
         assert!(tracker.is_initializing("acme/app"));
+    }
+
+    #[test]
+    fn stuck_warm_up_expires() {
+        let tracker = WarmupTracker::default();
+        let started = Instant::now()
+            .checked_sub(WARMUP_LIMIT + Duration::from_secs(1))
+            .unwrap();
+        tracker
+            .projects
+            .lock()
+            .unwrap()
+            .insert("acme/app".into(), Some(started));
+        assert!(!tracker.is_initializing("acme/app"));
     }
 
     #[test]

@@ -68,6 +68,10 @@ struct Claims {
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
+    /// Typed here so that a non-numeric `nbf` fails to decode, because the time check in
+    /// jsonwebtoken skips an `nbf` it cannot read as a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
     /// A string or an array of strings, as RFC 7519 allows.
@@ -218,6 +222,7 @@ impl TokenSigner {
             role: role.as_str().to_owned(),
             exp: now.saturating_add(ttl_seconds),
             iat: Some(now),
+            nbf: None,
             iss: self.issuer.clone(),
             aud: self.audience.clone().map(serde_json::Value::String),
         };

@@ -426,3 +426,29 @@ async fn future_nbf_rejected() {
         .unwrap();
     assert_eq!(response.status(), 401);
 }
+
+#[tokio::test]
+async fn string_nbf_rejected() {
+    let server = Server::shared();
+    let secret = common::signing_secret(&server.data_dir);
+    let now = common::now_seconds();
+    let claims = serde_json::json!({
+        "sub": "string-nbf",
+        "role": "owner",
+        "exp": now + 3600,
+        "nbf": (now + 3000).to_string(),
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let response = reqwest::Client::new()
+        .get(server.url("/sfp/api/projects"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}

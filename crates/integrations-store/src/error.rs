@@ -135,8 +135,10 @@ fn is_unavailable_code(error: &dyn DatabaseError) -> bool {
     };
     // PostgreSQL SQLSTATE classes: connection exception (08), insufficient resources (53),
     // operator intervention such as a shutdown (57P), invalid authorization (28), and a
-    // missing database (3D000). SQLSTATEs have five characters, but SQLite codes have at most four
-    // digits, so none of them matches.
+    // missing database (3D000). Also a database that does not accept connections (55000), and a
+    // statement cancelled by `statement_timeout` (57014) or `lock_timeout` (55P03), which the
+    // store sets so that a locked table cannot hold a request for long. SQLSTATEs have five
+    // characters, but SQLite codes have at most four digits, so none of them matches.
     if code.len() != 5 {
         return false;
     }
@@ -144,7 +146,7 @@ fn is_unavailable_code(error: &dyn DatabaseError) -> bool {
         || code.starts_with("53")
         || code.starts_with("57P")
         || code.starts_with("28")
-        || code == "3D000"
+        || matches!(code.as_ref(), "3D000" | "55000" | "55P03" | "57014")
 }
 
 /// Maps an error met while connecting or migrating: every failure there is

@@ -1,6 +1,7 @@
 //! PostgreSQL store: one database shared by several server processes.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,7 +11,7 @@ use integrations_core::{
     AuditEvent, AuditSink, Integration, IntegrationStore, Project, StoreError, StoredIntegration,
 };
 use sqlx::error::ErrorKind;
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -38,6 +39,13 @@ pub struct PostgresStore {
     redacted_url: String,
 }
 
+/// Longest time one statement may run before PostgreSQL cancels it; a request then fails with
+/// 503 instead of hanging behind a long lock or a stuck query.
+const STATEMENT_TIMEOUT: &str = "15s";
+
+/// Longest time a statement waits for a lock, including the per-category default lock.
+const LOCK_TIMEOUT: &str = "5s";
+
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
@@ -53,10 +61,16 @@ impl PostgresStore {
     /// the same time on an empty database create the schema once.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let redacted_url = redact_url(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(map_connect_error)?
+            .options([
+                ("statement_timeout", STATEMENT_TIMEOUT),
+                ("lock_timeout", LOCK_TIMEOUT),
+            ]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(map_connect_error)?;
         MIGRATOR

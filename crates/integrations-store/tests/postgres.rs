@@ -7,7 +7,8 @@
 
 use std::future::Future;
 
-use integrations_core::StoreError;
+use integrations_core::store::IntegrationQuery;
+use integrations_core::{IntegrationStore, StoreError};
 use integrations_store::conformance::Fixture;
 use integrations_store::{AnyStore, PostgresStore};
 use sqlx::{Connection, PgConnection};
@@ -269,4 +270,30 @@ async fn connect_refused_is_unavailable() {
     let error = result.expect_err("connection refused");
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     assert!(!error.to_string().contains("s3cret"), "{error}");
+}
+
+#[tokio::test]
+async fn locked_table_is_unavailable() {
+    with_database("locked_table_is_unavailable", |url| async move {
+        let (store, mut raw) = store_and_raw_connection(&url).await;
+        sqlx::query("BEGIN").execute(&mut raw).await.unwrap();
+        sqlx::query("LOCK TABLE integrations IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut raw)
+            .await
+            .unwrap();
+
+        // The store's lock_timeout cancels the wait instead of holding the caller for as long
+        // as the lock lives.
+        let started = std::time::Instant::now();
+        let result = store.list_integrations(&IntegrationQuery::default()).await;
+        let waited = started.elapsed();
+        sqlx::query("ROLLBACK").execute(&mut raw).await.unwrap();
+
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(waited < std::time::Duration::from_secs(12), "{waited:?}");
+    })
+    .await;
 }

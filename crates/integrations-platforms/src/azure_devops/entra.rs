@@ -198,11 +198,18 @@ fn token_error_message(
             "Entra rejected the credentials of client {client} ({code_text}); check client_id \
              and client_secret"
         ),
-        _ => format!(
-            "Entra rejected the token request of client {client} in tenant '{tenant}' ({}, \
-             {code_text}, HTTP {status})",
-            quote_platform_text(&error.error)
-        ),
+        _ => {
+            let error_code = quote_platform_text(&error.error);
+            let detail = if error_code.is_empty() {
+                format!("{code_text}, HTTP {status}")
+            } else {
+                format!("{error_code}, {code_text}, HTTP {status}")
+            };
+            format!(
+                "Entra rejected the token request of client {client} in tenant '{tenant}' \
+                 ({detail})"
+            )
+        }
     }
 }
 

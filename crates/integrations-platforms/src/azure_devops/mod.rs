@@ -448,12 +448,14 @@ fn connection_data_outcome(
              https://dev.azure.com/ORGANIZATION"
         ))),
         StatusCode::TOO_MANY_REQUESTS => {
+            // Capped at a day, as for GitHub, so an absurd header reads as a long wait.
             let retry = response
                 .header("retry-after")
+                .and_then(|seconds| seconds.trim().parse::<u64>().ok())
                 .map(|seconds| {
                     format!(
                         "; retry after {} s (retry-after)",
-                        quote_platform_text(seconds)
+                        seconds.min(24 * 60 * 60)
                     )
                 })
                 .unwrap_or_default();
