@@ -770,7 +770,8 @@ impl IntegrationService {
             project: identifier,
             status: report.status,
             message: report.message,
-            latency: report.latency_ms,
+            // Microsecond resolution is plenty for a round trip and keeps the JSON readable.
+            latency: report.latency_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
         }
     }
 

@@ -65,9 +65,10 @@ fn print_token(config: &TokenConfig) -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` selects levels, default `info`.
+/// Logs to stderr; `RUST_LOG` selects levels, default `info` with sqlx notices at `warn`.
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
