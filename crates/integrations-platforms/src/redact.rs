@@ -7,17 +7,31 @@ use zeroize::Zeroizing;
 
 /// Removes a prefix of `secret` (at least [`MIN_SECRET_LEN`] bytes) that ends at an ellipsis.
 fn scrub_cut_prefix(message: &str, secret: &str) -> String {
-    let mut message = message.to_owned();
-    for length in (MIN_SECRET_LEN..secret.len()).rev() {
-        if !secret.is_char_boundary(length) {
-            continue;
-        }
-        let cut = format!("{}…", &secret[..length]);
-        if message.contains(&cut) {
-            message = message.replace(&cut, "[REDACTED]…");
-        }
+    const ELLIPSIS: char = '…';
+    if !message.contains(ELLIPSIS) {
+        return message.to_owned();
     }
-    message
+    let mut scrubbed = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(position) = rest.find(ELLIPSIS) {
+        let before = &rest[..position];
+        // The longest prefix of the secret that the text before the ellipsis ends with.
+        let longest = (MIN_SECRET_LEN..secret.len().min(before.len() + 1))
+            .rev()
+            .filter(|length| secret.is_char_boundary(*length))
+            .find(|length| before.ends_with(&secret[..*length]));
+        match longest {
+            Some(length) => {
+                scrubbed.push_str(&before[..before.len() - length]);
+                scrubbed.push_str("[REDACTED]");
+            }
+            None => scrubbed.push_str(before),
+        }
+        scrubbed.push(ELLIPSIS);
+        rest = &rest[position + ELLIPSIS.len_utf8()..];
+    }
+    scrubbed.push_str(rest);
+    scrubbed
 }
 
 /// Reports whether a word looks like an opaque token: long, made of the characters tokens and
@@ -70,27 +84,30 @@ impl Secrets {
             .values
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        for piece in std::iter::once(value).chain(value.lines()) {
-            let piece = piece.trim();
-            if piece.len() < MIN_SECRET_LEN || piece.starts_with("-----") {
-                continue;
+        let mut remember = |variant: String| {
+            let known = values.iter().any(|value| value.as_str() == variant);
+            if variant.len() >= MIN_SECRET_LEN && !variant.starts_with("-----") && !known {
+                values.push(Zeroizing::new(variant));
             }
-            // A platform may echo a secret the way it arrived: percent-encoded in a URL or form
-            // body, or as base64 without its padding.
-            let variants = [
-                piece.to_owned(),
-                percent_encoding::utf8_percent_encode(piece, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string(),
-                url::form_urlencoded::byte_serialize(piece.as_bytes()).collect::<String>(),
-                piece.trim_end_matches('=').to_owned(),
-            ];
-            for variant in variants {
-                let known = values.iter().any(|value| value.as_str() == variant);
-                if variant.len() >= MIN_SECRET_LEN && !known {
-                    values.push(Zeroizing::new(variant));
-                }
+        };
+        let value = value.trim();
+        if value.contains('\n') {
+            // Multi-line values are PEM keys: remember the whole key and each of its lines.
+            remember(value.to_owned());
+            for line in value.lines() {
+                remember(line.trim().to_owned());
             }
+            return;
         }
+        // A platform may echo a token the way it arrived: percent-encoded in a URL or form body,
+        // or as base64 without its padding.
+        remember(value.to_owned());
+        remember(
+            percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        );
+        remember(url::form_urlencoded::byte_serialize(value.as_bytes()).collect());
+        remember(value.trim_end_matches('=').to_owned());
     }
 
     /// Replaces every remembered secret in `message` with `[REDACTED]`.
