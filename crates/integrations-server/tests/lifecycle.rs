@@ -59,6 +59,34 @@ async fn sigterm_exits_zero() {
 }
 
 #[tokio::test]
+async fn sigint_exits_zero() {
+    let mut server = Server::start();
+    let status = server.stop_with("INT");
+    assert_eq!(status.code(), Some(0));
+    assert!(server.log().contains("server stopped"), "{}", server.log());
+}
+
+#[tokio::test]
+async fn two_processes_share_data_dir() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let first = Server::start_with(Options::default().data_dir(&data_dir));
+    let second = Server::start_with(Options::default().data_dir(&data_dir));
+
+    create_integration(&first, common::github_global("ghp_shared_dir", false)).await;
+    let reply = call(
+        &second,
+        "GET",
+        "/sfp/api/integrations/credentials?provider=github",
+        Some(&second.owner),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body[0]["credentials"]["token"], "ghp_shared_dir");
+}
+
+#[tokio::test]
 async fn no_subcommand_serves() {
     let server = Server::start_with(Options {
         no_subcommand: true,

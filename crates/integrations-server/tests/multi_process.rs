@@ -21,6 +21,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_integrations-server");
 struct Server {
     child: Child,
     base_url: String,
+    log: Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -53,19 +54,32 @@ fn spawn_server(data_dir: &Path, database_url: &str) -> Child {
 fn wait_listening(mut child: Child) -> Server {
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
     let base_url = loop {
         let Some(Ok(line)) = lines.next() else {
             let status = child.wait();
             panic!("server exited before listening: {status:?}");
         };
+        log.lock().unwrap().push_str(&format!("{line}\n"));
         if let Some(position) = line.find("listening on ") {
             let rest = &line[position + "listening on ".len()..];
             let address = rest.split_whitespace().next().unwrap_or(rest);
             break address.trim_end_matches('/').to_owned();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base_url }
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    Server {
+        child,
+        base_url,
+        log,
+    }
 }
 
 fn mint_token(data_dir: &Path, role: &str) -> String {
@@ -458,4 +472,38 @@ async fn health_follows_database_reachability() {
     assert_eq!(response.status(), 503, "health after the database is gone");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_password_stays_out_of_logs() {
+    let Some(database) = TestDatabase::create() else {
+        return;
+    };
+    // Trust authentication ignores the password, so the URL still connects.
+    let password = "pw_marker_5c81d2";
+    let url = database
+        .url
+        .replacen("://postgres@", &format!("://postgres:{password}@"), 1);
+    assert_ne!(url, database.url, "the test URL names the postgres user");
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = wait_listening(spawn_server(data_dir.path(), &url));
+    let owner = mint_token(data_dir.path(), "owner");
+
+    let client = reqwest::Client::new();
+    register_project(&client, &server.base_url, &owner, "secret-url/repo").await;
+    let health = client
+        .get(format!("{}/health", server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    server.kill();
+
+    let log = server.log.lock().unwrap().clone();
+    // The start-up line names the database, so a leak would show there first.
+    assert!(log.contains("opening database"), "{log}");
+    assert!(
+        !log.contains(password),
+        "the log contains the database password"
+    );
 }

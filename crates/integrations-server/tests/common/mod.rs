@@ -239,12 +239,17 @@ impl Server {
 
     /// Sends SIGTERM, waits for the exit and for the log to be fully read.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `signal` (a name such as `INT`), waits for the exit and for the log to be read.
+    pub fn stop_with(&mut self, signal: &str) -> ExitStatus {
         let mut child = self.child.take().expect("server is running");
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{signal} failed");
         let exit = wait_with_timeout(&mut child, Duration::from_secs(15));
         if let Some(done) = self.log_done.lock().unwrap().take() {
             let _ = done.recv_timeout(Duration::from_secs(5));
@@ -270,7 +275,7 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("server did not exit within {timeout:?} after SIGTERM");
+            panic!("server did not exit within {timeout:?} after the stop signal");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
