@@ -4,7 +4,7 @@
 //! package:
 //!
 //! - [`core`]: the model, validation, AES-256-GCM sealing, the store, audit and probe traits,
-//!   and [`core::IntegrationService`], which holds every rule, roles included.
+//!   and [`core::IntegrationService`], which contains every rule, roles included.
 //! - [`store`]: SQLite (the embedded default), PostgreSQL and in-memory stores.
 //! - [`platforms`]: GitHub and Azure DevOps health probes (mock platforms behind the `mock`
 //!   feature of `integrations-platforms`).

@@ -46,7 +46,7 @@ pub enum CipherError {
 
 /// Seals and opens credential bytes.
 ///
-/// `associated_data` must be the same at seal and open; it binds a ciphertext to its record so a
+/// `associated_data` must be the same at seal and open. It binds a ciphertext to its record, so a
 /// ciphertext copied onto another row fails to open.
 pub trait CredentialCipher: Send + Sync + fmt::Debug {
     /// Encrypts `plaintext`, returning the sealed bytes.

@@ -69,7 +69,7 @@ impl From<StoreError> for ServiceError {
             StoreError::ProjectInUse(ids) => {
                 let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
                 ServiceError::Conflict(format!(
-                    "Project is the only scope of integrations {}; delete them or scope them to another project first",
+                    "Project is the only scope of integrations {}; delete them first",
                     ids.join(", ")
                 ))
             }

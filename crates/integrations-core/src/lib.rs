@@ -1,5 +1,5 @@
 //! Core of the integrations credential store: the model, validation, AES-256-GCM sealing, the
-//! seams for stores, audit sinks and platform probes, and [`IntegrationService`], which holds
+//! seams for stores, audit sinks and platform probes, and [`IntegrationService`], which contains
 //! every rule (roles included) so that an embedding program behaves exactly like the server.
 
 #![warn(missing_docs)]

@@ -34,8 +34,8 @@ pub struct ResolvedIntegration {
 /// What a probe checks: a project and the integration resolved for it, if any.
 ///
 /// The integration is the project's own integration of the platform's provider, else the global
-/// default of that provider, else `None`; a probe may then fall back to credentials of its own
-/// configuration (such as a built-in GitHub App).
+/// default of that provider, else `None`. With `None`, a probe may fall back to credentials of its
+/// own configuration, such as a built-in GitHub App.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
     /// The project to check.

@@ -86,9 +86,9 @@ pub enum ProjectDeletion {
 
 /// Persistent storage for projects, integrations and audit events.
 ///
-/// Invariants that must hold across several server processes are enforced by the database:
-/// one default per category, only global integrations as defaults, no duplicate project key,
-/// scoped integrations referencing registered projects, and every change written in one
+/// The database enforces the invariants that must hold across several server processes. They are
+/// one default per category, only global integrations as defaults, no duplicate project key, and
+/// scoped integrations referencing registered projects. Every change is written in one
 /// transaction with its audit event.
 #[async_trait]
 pub trait IntegrationStore: Send + Sync + fmt::Debug {

@@ -17,7 +17,7 @@ pub const MAX_CONFIG_LEN: usize = 16 * 1024;
 pub struct ValidationError {
     /// Dotted path of the offending field, such as `credentials.token`.
     pub field: String,
-    /// What is wrong and what is expected.
+    /// Description of the problem and of the expected value.
     pub message: String,
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 /// Maximum margin before expiry at which a cached token is refreshed.
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
-/// Longest lifetime a cached token is trusted for, whatever the platform claims (one day);
-/// this also keeps the `Instant` arithmetic below from overflowing on absurd values.
+/// Maximum lifetime a cached token is trusted for (one day), whatever the platform claims. The cap
+/// also keeps the `Instant` arithmetic below from overflowing on absurd values.
 const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Returns when a token that lives `lifetime` from now should be refreshed: five minutes before

@@ -70,7 +70,18 @@ impl PlatformResponse {
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
+
+    /// Returns the `retry-after` delay in seconds, capped at [`MAX_RETRY_AFTER_SECS`] because a
+    /// hostile or broken server can send any number and callers add it to the current time.
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
+        self.header("retry-after")
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(|seconds| seconds.min(MAX_RETRY_AFTER_SECS))
+    }
 }
+
+/// Maximum `retry-after` delay taken from a response, in seconds (one day).
+pub(crate) const MAX_RETRY_AFTER_SECS: u64 = 24 * 60 * 60;
 
 /// Failure of a call that produced no usable response. Messages name hosts, never paths with secrets,
 /// headers or bodies.

@@ -33,10 +33,10 @@ pub enum StartError {
     /// The master key cannot open the stored credentials.
     #[error("the master key cannot open the stored credentials ({0}); start with the key that sealed them, or list it in INTEGRATIONS_RETIRED_MASTER_KEYS")]
     WrongMasterKey(String),
-    /// No master key is configured or on disk, but the database holds sealed credentials.
+    /// No master key is configured or on disk, but the database contains sealed credentials.
     #[error("the master key file {} is missing but the database holds {stored} integrations sealed with a master key; restore the key file from its backup or set INTEGRATIONS_MASTER_KEY", path.display())]
     MissingMasterKey {
-        /// Where the key file was expected.
+        /// Expected path of the key file.
         path: std::path::PathBuf,
         /// Number of stored integrations.
         stored: usize,

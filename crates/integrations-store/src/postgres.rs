@@ -39,11 +39,11 @@ pub struct PostgresStore {
     redacted_url: String,
 }
 
-/// Longest time one statement may run before PostgreSQL cancels it; a request then fails with
+/// Maximum time one statement may run before PostgreSQL cancels it. The request then fails with
 /// 503 instead of hanging behind a long lock or a stuck query.
 const STATEMENT_TIMEOUT: &str = "15s";
 
-/// Longest time a statement waits for a lock, including the per-category default lock.
+/// Maximum time a statement waits for a lock, including the per-category default lock.
 const LOCK_TIMEOUT: &str = "5s";
 
 impl fmt::Debug for PostgresStore {

@@ -448,16 +448,9 @@ fn connection_data_outcome(
              https://dev.azure.com/ORGANIZATION"
         ))),
         StatusCode::TOO_MANY_REQUESTS => {
-            // Capped at a day, as for GitHub, so an absurd header reads as a long wait.
             let retry = response
-                .header("retry-after")
-                .and_then(|seconds| seconds.trim().parse::<u64>().ok())
-                .map(|seconds| {
-                    format!(
-                        "; retry after {} s (retry-after)",
-                        seconds.min(24 * 60 * 60)
-                    )
-                })
+                .retry_after_secs()
+                .map(|seconds| format!("; retry after {seconds} s (retry-after)"))
                 .unwrap_or_default();
             let reset = response
                 .header("x-ratelimit-reset")

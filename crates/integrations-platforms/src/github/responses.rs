@@ -27,9 +27,6 @@ pub(crate) fn status_detail(response: &PlatformResponse) -> String {
         .unwrap_or_default()
 }
 
-/// Longest `retry-after` delay quoted in a message, in seconds (one day).
-const MAX_RETRY_AFTER_SECS: u64 = 24 * 60 * 60;
-
 /// Describes a primary or secondary rate limit, or returns `None` when the response is not one.
 ///
 /// GitHub signals a primary limit with 403 or 429 and `x-ratelimit-remaining: 0`, resetting at
@@ -43,12 +40,7 @@ pub(crate) fn rate_limit_message(response: &PlatformResponse, who: &str) -> Opti
         return None;
     }
     let remaining_zero = response.header("x-ratelimit-remaining").map(str::trim) == Some("0");
-    // A hostile or broken server can send any number; anything beyond a day is reported as a
-    // day so that the date arithmetic below cannot overflow.
-    let retry_after = response
-        .header("retry-after")
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .map(|seconds| seconds.min(MAX_RETRY_AFTER_SECS));
+    let retry_after = response.retry_after_secs();
     let mentions_limit = github_message(response)
         .is_some_and(|message| message.to_ascii_lowercase().contains("rate limit"));
     if !remaining_zero && retry_after.is_none() && !mentions_limit {
