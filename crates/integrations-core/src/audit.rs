@@ -28,6 +28,10 @@ pub enum AuditAction {
     ProjectCreated,
     /// A project was deleted.
     ProjectDeleted,
+    /// A new primary data key was added and integrations were re-encrypted with it.
+    DataKeyRotated,
+    /// The data keys were rewrapped with a new master key.
+    MasterKeyChanged,
 }
 
 impl AuditAction {
@@ -40,6 +44,8 @@ impl AuditAction {
             AuditAction::CredentialsRead => "credentials_read",
             AuditAction::ProjectCreated => "project_created",
             AuditAction::ProjectDeleted => "project_deleted",
+            AuditAction::DataKeyRotated => "data_key_rotated",
+            AuditAction::MasterKeyChanged => "master_key_changed",
         }
     }
 }
@@ -55,6 +61,8 @@ impl std::str::FromStr for AuditAction {
             AuditAction::CredentialsRead,
             AuditAction::ProjectCreated,
             AuditAction::ProjectDeleted,
+            AuditAction::DataKeyRotated,
+            AuditAction::MasterKeyChanged,
         ]
         .into_iter()
         .find(|action| action.as_str() == value)

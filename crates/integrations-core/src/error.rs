@@ -88,6 +88,13 @@ impl From<StoreError> for ServiceError {
 
 impl From<CipherError> for ServiceError {
     fn from(error: CipherError) -> Self {
-        ServiceError::Internal(error.to_string())
+        match error {
+            // The data key could not be loaded: the database or the key provider is down, which
+            // a retry may get past.
+            CipherError::KeyUnavailable(_) => {
+                ServiceError::Unavailable("Encryption keys are unavailable; retry later".into())
+            }
+            other => ServiceError::Internal(other.to_string()),
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cipher;
 pub mod credentials;
 pub mod error;
+pub mod keyring;
 pub mod model;
 pub mod probe;
 pub mod service;
@@ -18,10 +19,11 @@ pub use audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink};
 pub use cipher::{Aes256GcmCipher, CipherError, CredentialCipher, MasterKey};
 pub use credentials::Credentials;
 pub use error::ServiceError;
+pub use keyring::{EnvelopeCipher, KeyProvider, KeyProviderError, KeyringError};
 pub use model::{Actor, AuthType, Integration, Platform, Project, Provider, Role};
 pub use probe::{HealthStatus, PlatformProbe, ProbeReport, ProbeTarget, ResolvedIntegration};
 pub use service::{
     CredentialFilter, CredentialRecord, HealthReport, IntegrationService, IntegrationUpdate,
     MasterKeyCheck, NewIntegration, NewProject, OverallHealth, PlatformHealth, ServiceSettings,
 };
-pub use store::{IntegrationStore, StoreError, StoredIntegration};
+pub use store::{IntegrationStore, StoreError, StoredDataKey, StoredIntegration};

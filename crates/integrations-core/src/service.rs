@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink};
-use crate::cipher::CredentialCipher;
+use crate::cipher::{CipherError, CredentialCipher};
 use crate::credentials::Credentials;
 use crate::error::ServiceError;
 use crate::model::{project_key, Actor, AuthType, Integration, Platform, Project, Provider, Role};
@@ -291,12 +291,14 @@ impl IntegrationService {
 
         let now = Utc::now();
         let id = Uuid::new_v4();
-        let sealed = self.seal(
-            id,
-            request.provider,
-            request.auth_type,
-            &request.credentials,
-        )?;
+        let sealed = self
+            .seal(
+                id,
+                request.provider,
+                request.auth_type,
+                &request.credentials,
+            )
+            .await?;
         let integration = Integration {
             id,
             provider: request.provider,
@@ -365,7 +367,9 @@ impl IntegrationService {
                 credentials,
                 &self.settings.urls,
             )?;
-            let sealed = self.seal(id, current.provider, current.auth_type, credentials)?;
+            let sealed = self
+                .seal(id, current.provider, current.auth_type, credentials)
+                .await?;
             changes.sealed_credentials = Some((sealed, credentials.field_names()));
         }
         if let Some(config) = update.config {
@@ -458,7 +462,7 @@ impl IntegrationService {
 
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
-            let credentials = self.open(&row)?;
+            let credentials = self.open(&row).await?;
             records.push(CredentialRecord {
                 integration: row.integration,
                 credentials,
@@ -663,7 +667,7 @@ impl IntegrationService {
         let mut candidates = self.load_probe_integrations().await?;
         let mut jobs = Vec::with_capacity(projects.len());
         for project in projects {
-            let job = match self.resolve_for_probe(&mut candidates, &project) {
+            let job = match self.resolve_for_probe(&mut candidates, &project).await {
                 Ok(integration) => Ok(ProbeTarget {
                     project,
                     integration,
@@ -708,7 +712,7 @@ impl IntegrationService {
         for probe in &self.probes {
             let mut targets = Vec::new();
             for project in projects.iter().filter(|p| p.platform == probe.platform()) {
-                let integration = match self.resolve_for_probe(&mut candidates, project) {
+                let integration = match self.resolve_for_probe(&mut candidates, project).await {
                     Ok(integration) => integration,
                     Err(error) => {
                         tracing::warn!(project = %project.identifier, error = %error, "skipping warm-up of a project whose credentials cannot be opened");
@@ -795,7 +799,7 @@ impl IntegrationService {
     /// Picks the project's own integration of the platform's provider, else the global default of
     /// that provider, among the auth types a probe can use. With neither, the probe falls back to
     /// credentials of its own configuration, such as a built-in GitHub App.
-    fn resolve_for_probe(
+    async fn resolve_for_probe(
         &self,
         candidates: &mut ProbeIntegrations,
         project: &Project,
@@ -830,11 +834,14 @@ impl IntegrationService {
             return Ok(None);
         };
 
-        let credentials = candidates
-            .opened
-            .entry(row.integration.id)
-            .or_insert_with(|| self.open(&row))
-            .clone()?;
+        let credentials = match candidates.opened.get(&row.integration.id) {
+            Some(opened) => opened.clone()?,
+            None => {
+                let opened = self.open(&row).await;
+                candidates.opened.insert(row.integration.id, opened.clone());
+                opened?
+            }
+        };
         Ok(Some(ResolvedIntegration {
             integration: row.integration,
             credentials,
@@ -871,7 +878,7 @@ impl IntegrationService {
         Ok(keys)
     }
 
-    fn seal(
+    async fn seal(
         &self,
         id: Uuid,
         provider: Provider,
@@ -880,10 +887,10 @@ impl IntegrationService {
     ) -> Result<Vec<u8>, ServiceError> {
         let plaintext = credentials.to_plaintext();
         let associated_data = credentials_associated_data(id, provider, auth_type);
-        Ok(self.cipher.seal(&plaintext, &associated_data)?)
+        Ok(self.cipher.seal(&plaintext, &associated_data).await?)
     }
 
-    fn open(&self, row: &StoredIntegration) -> Result<Credentials, ServiceError> {
+    async fn open(&self, row: &StoredIntegration) -> Result<Credentials, ServiceError> {
         let integration = &row.integration;
         let associated_data = credentials_associated_data(
             integration.id,
@@ -893,8 +900,12 @@ impl IntegrationService {
         let plaintext = self
             .cipher
             .open(&row.sealed_credentials, &associated_data)
+            .await
             .map_err(|error| {
                 tracing::error!(integration_id = %integration.id, error = %error, "stored credentials could not be opened");
+                if matches!(error, CipherError::KeyUnavailable(_)) {
+                    return ServiceError::from(error);
+                }
                 ServiceError::Internal(format!(
                     "credentials of integration {} could not be opened",
                     integration.id
@@ -915,11 +926,12 @@ impl IntegrationService {
             .store
             .list_integrations(&IntegrationQuery::default())
             .await?;
-        let unopenable = rows
-            .iter()
-            .filter(|row| self.open(row).is_err())
-            .map(|row| row.integration.id)
-            .collect();
+        let mut unopenable = Vec::new();
+        for row in &rows {
+            if self.open(row).await.is_err() {
+                unopenable.push(row.integration.id);
+            }
+        }
         Ok(MasterKeyCheck {
             checked: rows.len(),
             unopenable,

@@ -72,6 +72,80 @@ pub struct IntegrationChanges {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// Whether a data key is in use for new writes after a completed rotation, or was added by a
+/// rotation that has not finished re-encrypting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKeyState {
+    /// Fully rolled out, or retired as primary by a later key.
+    Active,
+    /// Added by a key rotation that has not finished; a new rotation run resumes with it.
+    Rotating,
+}
+
+impl DataKeyState {
+    /// Returns the name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKeyState::Active => "active",
+            DataKeyState::Rotating => "rotating",
+        }
+    }
+}
+
+impl std::str::FromStr for DataKeyState {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "active" => Ok(DataKeyState::Active),
+            "rotating" => Ok(DataKeyState::Rotating),
+            other => Err(format!("unknown data key state '{other}'")),
+        }
+    }
+}
+
+/// A data key as stored: its bytes wrapped by a master key or key provider, never in plaintext.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredDataKey {
+    /// Key id, named by every value the key seals.
+    pub id: String,
+    /// The key wrapped by the key provider named by `wrapping_key_id`.
+    pub wrapped: Vec<u8>,
+    /// Id of the master key (or external key) that wrapped it.
+    pub wrapping_key_id: String,
+    /// Whether new writes use this key. At most one data key is primary.
+    pub is_primary: bool,
+    /// Rotation state.
+    pub state: DataKeyState,
+    /// When the key was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for StoredDataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredDataKey")
+            .field("id", &self.id)
+            .field("wrapping_key_id", &self.wrapping_key_id)
+            .field("is_primary", &self.is_primary)
+            .field("state", &self.state)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sealed credentials of one integration with what binds them to it, for re-encryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRow {
+    /// Integration id.
+    pub id: Uuid,
+    /// Provider, part of the associated data.
+    pub provider: Provider,
+    /// Auth type, part of the associated data.
+    pub auth_type: AuthType,
+    /// The sealed credentials.
+    pub sealed_credentials: Vec<u8>,
+}
+
 /// Result of deleting a project.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProjectDeletion {
@@ -140,6 +214,44 @@ pub trait IntegrationStore: Send + Sync + fmt::Debug {
     /// Deletes an integration, its sealed credentials and its project scope; `false` when it
     /// does not exist. The `audit` event is written in the same transaction.
     async fn delete_integration(&self, id: Uuid, audit: &AuditEvent) -> Result<bool, StoreError>;
+
+    /// Lists every data key, oldest first.
+    async fn list_data_keys(&self) -> Result<Vec<StoredDataKey>, StoreError>;
+
+    /// Finds one data key.
+    async fn find_data_key(&self, id: &str) -> Result<Option<StoredDataKey>, StoreError>;
+
+    /// Returns the primary data key, if any.
+    async fn primary_data_key(&self) -> Result<Option<StoredDataKey>, StoreError>;
+
+    /// Inserts a data key. When it is primary, the previous primary stops being primary in the
+    /// same transaction. Two processes adding a first primary at once: one gets
+    /// [`StoreError::Conflict`].
+    async fn insert_data_key(&self, key: &StoredDataKey) -> Result<(), StoreError>;
+
+    /// Sets the state of a data key; `false` when it does not exist.
+    async fn set_data_key_state(&self, id: &str, state: DataKeyState) -> Result<bool, StoreError>;
+
+    /// Replaces the wrapped bytes and wrapping key id of each given data key, all in one
+    /// transaction. Fails with [`StoreError::Conflict`] when one of them does not exist.
+    async fn rewrap_data_keys(&self, keys: &[StoredDataKey]) -> Result<(), StoreError>;
+
+    /// Lists sealed credentials ordered by integration id, starting after `after`.
+    async fn list_sealed(
+        &self,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<SealedRow>, StoreError>;
+
+    /// Replaces an integration's sealed credentials if they still equal `expected`, leaving
+    /// `updated_at` alone. Returns `false` when the row changed or is gone, so a concurrent
+    /// update is never overwritten.
+    async fn replace_sealed(
+        &self,
+        id: Uuid,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, StoreError>;
 
     /// Appends an audit event on its own.
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use integrations_core::audit::{AuditAction, AuditOutcome};
 use integrations_core::store::{
-    IntegrationChanges, IntegrationQuery, ProjectDeletion, StoredIntegration,
+    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow, StoredDataKey,
+    StoredIntegration,
 };
 use integrations_core::{
     Actor, Aes256GcmCipher, AuditEvent, AuditSink, AuthType, CredentialFilter, Credentials,
@@ -43,6 +44,14 @@ mock! {
         async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
         async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
         async fn ping(&self) -> Result<(), StoreError>;
+        async fn list_data_keys(&self) -> Result<Vec<StoredDataKey>, StoreError>;
+        async fn find_data_key(&self, id: &str) -> Result<Option<StoredDataKey>, StoreError>;
+        async fn primary_data_key(&self) -> Result<Option<StoredDataKey>, StoreError>;
+        async fn insert_data_key(&self, key: &StoredDataKey) -> Result<(), StoreError>;
+        async fn set_data_key_state(&self, id: &str, state: DataKeyState) -> Result<bool, StoreError>;
+        async fn rewrap_data_keys(&self, keys: &[StoredDataKey]) -> Result<(), StoreError>;
+        async fn list_sealed(&self, after: Option<Uuid>, limit: u64) -> Result<Vec<SealedRow>, StoreError>;
+        async fn replace_sealed(&self, id: Uuid, expected: &[u8], sealed: &[u8]) -> Result<bool, StoreError>;
     }
 }
 

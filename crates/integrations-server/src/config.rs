@@ -26,6 +26,68 @@ pub enum Command {
     Serve(ServeConfig),
     /// Print a signed bearer token for this server on stdout.
     Token(TokenConfig),
+    /// Add a new primary data key and re-encrypt every integration with it, while servers keep
+    /// serving. A run that was stopped part way resumes where the rows left off.
+    RotateKey(RotateKeyConfig),
+    /// Rewrap the data keys with a new master key. Restart every server with the new key
+    /// afterwards.
+    RotateMasterKey(RotateMasterKeyConfig),
+}
+
+/// The database and the master key, as `serve` finds them.
+#[derive(Debug, Clone, Args)]
+pub struct KeyedStoreConfig {
+    /// Directory of the SQLite database and the master key file.
+    #[arg(long, env = "INTEGRATIONS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL, as for `serve`; unset uses SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub database_url: Option<SecretString>,
+
+    /// Current master key (base64 or hexadecimal); default is the data directory's key file.
+    #[arg(long, env = "INTEGRATIONS_MASTER_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub master_key: Option<SecretString>,
+
+    /// File holding the current master key.
+    #[arg(
+        long,
+        env = "INTEGRATIONS_MASTER_KEY_FILE",
+        conflicts_with = "master_key"
+    )]
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// Settings of `integrations-server rotate-key`.
+#[derive(Debug, Clone, Args)]
+pub struct RotateKeyConfig {
+    /// Database and master key.
+    #[command(flatten)]
+    pub store: KeyedStoreConfig,
+
+    /// Integrations re-encrypted per batch.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
+
+    /// Pause between batches, in milliseconds, which leaves the database to the servers.
+    #[arg(long, default_value_t = 20)]
+    pub pause_ms: u64,
+}
+
+/// Settings of `integrations-server rotate-master-key`.
+#[derive(Debug, Clone, Args)]
+pub struct RotateMasterKeyConfig {
+    /// Database and the current master key.
+    #[command(flatten)]
+    pub store: KeyedStoreConfig,
+
+    /// The new master key (base64 or hexadecimal).
+    #[arg(long, env = "INTEGRATIONS_NEW_MASTER_KEY", hide_env_values = true, value_parser = parse_secret, required_unless_present = "new_master_key_file")]
+    pub new_master_key: Option<SecretString>,
+
+    /// File holding the new master key; refused unless only its owner can read it.
+    #[arg(long, conflicts_with = "new_master_key")]
+    pub new_master_key_file: Option<PathBuf>,
 }
 
 /// Settings of `integrations-server serve`.
@@ -44,22 +106,19 @@ pub struct ServeConfig {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub database_url: Option<SecretString>,
 
-    /// Master key as 64 hexadecimal digits; default is the key file in the data directory.
+    /// Master key: 32 bytes as base64 (or 64 hexadecimal digits). It wraps the data keys that
+    /// seal credentials. Default is the key file in the data directory.
     #[arg(long, env = "INTEGRATIONS_MASTER_KEY", hide_env_values = true, value_parser = parse_secret)]
     pub master_key: Option<SecretString>,
 
-    /// File holding the master key as 64 hexadecimal digits.
+    /// File holding the master key (base64 or hexadecimal); refused unless only its owner can
+    /// read it.
     #[arg(
         long,
         env = "INTEGRATIONS_MASTER_KEY_FILE",
         conflicts_with = "master_key"
     )]
     pub master_key_file: Option<PathBuf>,
-
-    /// Retired master keys (comma-separated, 64 hexadecimal digits each) that can still open
-    /// credentials sealed before a key rotation.
-    #[arg(long, env = "INTEGRATIONS_RETIRED_MASTER_KEYS", hide_env_values = true, value_parser = parse_secret)]
-    pub retired_master_keys: Option<SecretString>,
 
     /// Token verification settings.
     #[command(flatten)]

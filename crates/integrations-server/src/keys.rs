@@ -75,12 +75,7 @@ pub fn load_master_key(
     data_dir: &Path,
 ) -> Result<(MasterKey, KeySource), KeyError> {
     if let Some(text) = from_env {
-        let key = MasterKey::from_hex(text.expose_secret()).map_err(|_| {
-            KeyError::Malformed(
-                "INTEGRATIONS_MASTER_KEY is invalid: it must be 64 hexadecimal digits (32 bytes)"
-                    .into(),
-            )
-        })?;
+        let key = parse_master_key_env("INTEGRATIONS_MASTER_KEY", text)?;
         return Ok((key, KeySource::Environment));
     }
 
@@ -92,6 +87,9 @@ pub fn load_master_key(
     let path = data_dir.join(MASTER_KEY_FILE);
     let generated = MasterKey::generate();
     let (text, created) = read_or_create_key_file(&path, generated.to_hex().as_bytes())?;
+    if !created {
+        require_owner_only(&path)?;
+    }
     let key = parse_master_key(&text, &path)?;
     let source = if created {
         KeySource::Created(path)
@@ -101,25 +99,61 @@ pub fn load_master_key(
     Ok((key, source))
 }
 
-/// Parses retired master keys, comma-separated, each 64 hexadecimal digits.
-pub fn parse_retired_keys(text: Option<&SecretString>) -> Result<Vec<MasterKey>, KeyError> {
-    let Some(text) = text else {
-        return Ok(Vec::new());
-    };
-    text.expose_secret()
-        .split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .enumerate()
-        .map(|(index, entry)| {
-            MasterKey::from_hex(entry).map_err(|_| {
-                KeyError::Malformed(format!(
-                    "INTEGRATIONS_RETIRED_MASTER_KEYS entry {} is invalid: each key must be 64 hexadecimal digits",
-                    index + 1
-                ))
-            })
-        })
-        .collect()
+/// Loads an existing master key, as [`load_master_key`] does, but never creates a key file:
+/// for commands that must use the key the data was sealed with.
+pub fn load_existing_master_key(
+    from_env: Option<&SecretString>,
+    key_file: Option<&Path>,
+    data_dir: &Path,
+) -> Result<(MasterKey, KeySource), KeyError> {
+    if from_env.is_some() || key_file.is_some() {
+        return load_master_key(from_env, key_file, data_dir);
+    }
+    let path = data_dir.join(MASTER_KEY_FILE);
+    let key = read_master_key(&path)?;
+    Ok((key, KeySource::File(path)))
+}
+
+/// Parses a master key given in an environment variable named `variable`.
+pub fn parse_master_key_env(variable: &str, text: &SecretString) -> Result<MasterKey, KeyError> {
+    MasterKey::from_text(text.expose_secret()).map_err(|_| {
+        KeyError::Malformed(format!(
+            "{variable} is invalid: it must be 32 bytes written as base64 (44 characters, such as the output of `openssl rand -base64 32`) or as 64 hexadecimal digits"
+        ))
+    })
+}
+
+/// Reads a master key file, refusing one that group or others can read.
+pub fn read_master_key(path: &Path) -> Result<MasterKey, KeyError> {
+    let text = read_key_file(path)?;
+    require_owner_only(path)?;
+    parse_master_key(&text, path)
+}
+
+/// Refuses a key file that anyone but its owner can read, write or execute.
+fn require_owner_only(path: &Path) -> Result<(), KeyError> {
+    let metadata = fs::metadata(path).map_err(|source| KeyError::Io {
+        action: "failed to read key file",
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Malformed(format!(
+            "master key file {} has mode {mode:o}, so other users can read it; restrict it with chmod 600",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn parse_master_key(text: &str, path: &Path) -> Result<MasterKey, KeyError> {
+    MasterKey::from_text(text).map_err(|_| {
+        KeyError::Malformed(format!(
+            "master key file {} is malformed: it must hold 32 bytes written as base64 or as 64 hexadecimal digits",
+            path.display()
+        ))
+    })
 }
 
 /// Loads `signing.key` from the data directory, creating it on first use. The HS256 secret is
@@ -130,6 +164,9 @@ pub fn load_signing_key(data_dir: &Path) -> Result<(SecretString, bool), KeyErro
     rand::rngs::OsRng.fill_bytes(random.as_mut());
     let generated = Zeroizing::new(hex::encode(random.as_ref()));
     let (text, created) = read_or_create_key_file(&path, generated.as_bytes())?;
+    if !created {
+        warn_if_readable_by_others(&path);
+    }
     let secret = text.trim();
     if secret.len() < 32 {
         return Err(KeyError::Malformed(format!(
@@ -138,20 +175,6 @@ pub fn load_signing_key(data_dir: &Path) -> Result<(SecretString, bool), KeyErro
         )));
     }
     Ok((SecretString::from(secret), created))
-}
-
-fn read_master_key(path: &Path) -> Result<MasterKey, KeyError> {
-    let text = read_key_file(path)?;
-    parse_master_key(&text, path)
-}
-
-fn parse_master_key(text: &str, path: &Path) -> Result<MasterKey, KeyError> {
-    MasterKey::from_hex(text).map_err(|_| {
-        KeyError::Malformed(format!(
-            "master key file {} is malformed: it must hold 64 hexadecimal digits (32 bytes)",
-            path.display()
-        ))
-    })
 }
 
 /// Reads the key file at `path`, or creates it with `content` when it does not exist. Returns the
@@ -189,7 +212,6 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
         path: path.to_owned(),
         source,
     })?);
-    warn_if_readable_by_others(path);
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         KeyError::Malformed(format!("key file {} is not valid UTF-8", path.display()))
     })?;
@@ -287,29 +309,73 @@ mod tests {
         assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
     }
 
+    fn write_key(path: &Path, text: &str, mode: u32) {
+        fs::write(path, text).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
     #[test]
     fn malformed_master_key_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(MASTER_KEY_FILE), "not hex").unwrap();
+        write_key(&dir.path().join(MASTER_KEY_FILE), "not hex", 0o600);
         let error = load_master_key(None, None, dir.path()).unwrap_err();
         assert!(error.to_string().contains("malformed"), "{error}");
     }
 
     #[test]
-    fn env_key_must_be_hex() {
+    fn env_key_must_be_32_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let text = SecretString::from("abc");
-        let error = load_master_key(Some(&text), None, dir.path()).unwrap_err();
-        assert!(
-            error.to_string().contains("64 hexadecimal digits"),
-            "{error}"
-        );
+        for text in ["abc", "AAAA", &"ab".repeat(31)] {
+            let error = load_master_key(Some(&SecretString::from(text)), None, dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("INTEGRATIONS_MASTER_KEY is invalid"),
+                "{error}"
+            );
+            assert!(error.contains("base64"), "{error}");
+            assert!(
+                !error.contains(text),
+                "the message repeats the key: {error}"
+            );
+        }
     }
 
     #[test]
-    fn retired_keys_parsed() {
-        let text = SecretString::from(format!("{},{}", "11".repeat(32), "22".repeat(32)));
-        assert_eq!(parse_retired_keys(Some(&text)).unwrap().len(), 2);
+    fn env_key_base64_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file_key, _) = load_master_key(None, None, dir.path()).unwrap();
+        let text = SecretString::from("ERERERERERERERERERERERERERERERERERERERERERE=");
+        let (key, source) = load_master_key(Some(&text), None, dir.path()).unwrap();
+        assert_eq!(source, KeySource::Environment);
+        assert_eq!(key.id(), MasterKey::from_bytes([0x11; 32]).id());
+        assert_ne!(key.id(), file_key.id());
+    }
+
+    #[test]
+    fn key_file_readable_by_others_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("elsewhere.key");
+        let text = "22".repeat(32);
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            write_key(&path, &text, mode);
+            let error = load_master_key(None, Some(&path), dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("chmod 600"), "{mode:o}: {error}");
+        }
+        write_key(&path, &text, 0o400);
+        let (key, source) = load_master_key(None, Some(&path), dir.path()).unwrap();
+        assert_eq!(source, KeySource::File(path.clone()));
+        assert_eq!(key.id(), MasterKey::from_bytes([0x22; 32]).id());
+    }
+
+    #[test]
+    fn existing_key_never_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = load_existing_master_key(None, None, dir.path()).unwrap_err();
+        assert!(error.to_string().contains("master.key"), "{error}");
+        assert!(!dir.path().join(MASTER_KEY_FILE).exists());
     }
 
     #[test]

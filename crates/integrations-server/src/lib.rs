@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod keys;
+pub mod rotation;
 pub mod server;
 
 use std::sync::Arc;
@@ -20,7 +21,10 @@ use std::sync::Arc;
 use integrations_core::IntegrationService;
 
 pub use api::routes;
-pub use config::{Cli, Command, ServeConfig, TokenConfig};
+pub use config::{
+    Cli, Command, KeyedStoreConfig, RotateKeyConfig, RotateMasterKeyConfig, ServeConfig,
+    TokenConfig,
+};
 pub use server::{run, StartError};
 
 use auth::TokenVerifier;

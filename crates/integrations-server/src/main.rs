@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use integrations_core::Role;
 use integrations_server::auth::TokenSigner;
-use integrations_server::{Cli, Command, TokenConfig};
+use integrations_server::{rotation, Cli, Command, TokenConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -16,6 +16,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Token(config)) => print_token(&config),
         Some(Command::Serve(config)) => serve(config),
+        Some(Command::RotateKey(config)) => rotate_key(&config),
+        Some(Command::RotateMasterKey(config)) => rotate_master_key(&config),
         None => serve(cli.serve),
     }
 }
@@ -34,6 +36,45 @@ fn serve(config: integrations_server::ServeConfig) -> ExitCode {
             tracing::error!("server did not start: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => Some(runtime.block_on(work)),
+        Err(error) => {
+            tracing::error!(error = %error, "failed to start the async runtime");
+            None
+        }
+    }
+}
+
+/// Exits 0 when every integration is sealed by the new primary data key, 1 otherwise.
+fn rotate_key(config: &integrations_server::RotateKeyConfig) -> ExitCode {
+    let mut stdout = std::io::stdout();
+    match block_on(rotation::rotate_key(config, &mut stdout)) {
+        Some(Ok(report)) if report.complete() => ExitCode::SUCCESS,
+        Some(Ok(_)) => {
+            tracing::error!("some integrations are not sealed by the new data key yet; fix or replace the ones listed, then run rotate-key again");
+            ExitCode::FAILURE
+        }
+        Some(Err(error)) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::FAILURE,
+    }
+}
+
+fn rotate_master_key(config: &integrations_server::RotateMasterKeyConfig) -> ExitCode {
+    let mut stdout = std::io::stdout();
+    match block_on(rotation::rotate_master_key(config, &mut stdout)) {
+        Some(Ok(_)) => ExitCode::SUCCESS,
+        Some(Err(error)) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::FAILURE,
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use integrations_core::store::IntegrationQuery;
 use integrations_core::validation::UrlPolicy;
 use integrations_core::{
-    Aes256GcmCipher, AuditSink, IntegrationService, IntegrationStore, ServiceSettings, StoreError,
+    Aes256GcmCipher, AuditSink, EnvelopeCipher, IntegrationService, IntegrationStore, KeyringError,
+    MasterKey, ServiceSettings, StoreError,
 };
 use integrations_platforms::PlatformsConfig;
 use secrecy::{ExposeSecret, SecretString};
@@ -30,11 +31,12 @@ pub enum StartError {
     /// The database could not be opened.
     #[error("failed to open the database: {0}")]
     Store(StoreError),
-    /// The master key cannot open the stored credentials.
-    #[error("the master key cannot open the stored credentials ({0}); start with the key that sealed them, or list it in INTEGRATIONS_RETIRED_MASTER_KEYS")]
+    /// The master key cannot open the stored data keys or credentials.
+    #[error("the master key cannot open the stored credentials: {0}; start with the master key that wrapped them, or move them to a new key with rotate-master-key")]
     WrongMasterKey(String),
-    /// No master key is configured or on disk, but the database contains sealed credentials.
-    #[error("the master key file {} is missing but the database holds {stored} integrations sealed with a master key; restore the key file from its backup or set INTEGRATIONS_MASTER_KEY", path.display())]
+    /// No master key is configured or on disk, but the database holds data keys or sealed
+    /// credentials.
+    #[error("the master key file {} is missing but the database holds data keys and {stored} integrations sealed under a master key; restore the key file from its backup or set INTEGRATIONS_MASTER_KEY", path.display())]
     MissingMasterKey {
         /// Expected path of the key file.
         path: std::path::PathBuf,
@@ -103,7 +105,8 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
             .await
             .map_err(StartError::Store)?
             .len();
-        if stored > 0 {
+        let data_keys = store.list_data_keys().await.map_err(StartError::Store)?;
+        if stored > 0 || !data_keys.is_empty() {
             return Err(StartError::MissingMasterKey {
                 path: key_file,
                 stored,
@@ -116,30 +119,8 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
         config.master_key_file.as_deref(),
         &config.data_dir,
     )?;
-    match &source {
-        KeySource::Environment => {
-            tracing::info!(
-                key_id = master_key.id(),
-                "master key loaded from INTEGRATIONS_MASTER_KEY"
-            )
-        }
-        KeySource::File(path) => {
-            tracing::info!(key_id = master_key.id(), path = %path.display(), "master key loaded")
-        }
-        KeySource::Created(path) => tracing::warn!(
-            key_id = master_key.id(),
-            path = %path.display(),
-            "created a new master key; back it up, because credentials sealed with it cannot be recovered without it"
-        ),
-    }
-    let retired = keys::parse_retired_keys(config.retired_master_keys.as_ref())?;
-    if !retired.is_empty() {
-        tracing::info!(
-            count = retired.len(),
-            "retired master keys loaded for opening older credentials"
-        );
-    }
-    let cipher = Aes256GcmCipher::with_retired_keys(&master_key, &retired);
+    log_master_key(&master_key, &source);
+    let cipher = envelope_cipher(store.clone(), &master_key).await?;
 
     let settings = ServiceSettings {
         urls: UrlPolicy {
@@ -153,8 +134,8 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
         health_concurrency: config.health_concurrency.max(1),
         probe_timeout: Duration::from_millis(config.probe_timeout_ms),
     };
-    let service = with_probes(IntegrationService::new(store, Arc::new(cipher), audit))?
-        .with_settings(settings);
+    let service =
+        with_probes(IntegrationService::new(store, cipher, audit))?.with_settings(settings);
 
     let check = service
         .verify_master_key()
@@ -185,6 +166,50 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
     Ok(AppState::new(service, verifier))
 }
 
+fn log_master_key(master_key: &MasterKey, source: &KeySource) {
+    match source {
+        KeySource::Environment => {
+            tracing::info!(
+                key_id = master_key.id(),
+                "master key loaded from INTEGRATIONS_MASTER_KEY"
+            )
+        }
+        KeySource::File(path) => {
+            tracing::info!(key_id = master_key.id(), path = %path.display(), "master key loaded")
+        }
+        KeySource::Created(path) => tracing::warn!(
+            key_id = master_key.id(),
+            path = %path.display(),
+            "created a new master key; back it up, because credentials sealed with it cannot be recovered without it"
+        ),
+    }
+}
+
+/// Builds the envelope cipher over the store's data keys and checks that the master key opens
+/// every one of them, creating the first data key on a new database.
+pub(crate) async fn envelope_cipher(
+    store: Arc<dyn IntegrationStore>,
+    master_key: &MasterKey,
+) -> Result<Arc<EnvelopeCipher>, StartError> {
+    // Values sealed directly with the master key, before data keys existed, still open.
+    let cipher = EnvelopeCipher::new(store, Arc::new(master_key.clone()))
+        .with_legacy_keys(Aes256GcmCipher::new(master_key));
+    let status = cipher.prepare().await.map_err(|error| match error {
+        KeyringError::Store(error) => StartError::Store(error),
+        other => StartError::WrongMasterKey(other.to_string()),
+    })?;
+    if status.created {
+        tracing::info!(data_key = %status.primary, "created the first data key");
+    }
+    tracing::info!(
+        data_keys = status.data_keys,
+        primary = %status.primary,
+        key_id = master_key.id(),
+        "master key opens every data key"
+    );
+    Ok(Arc::new(cipher))
+}
+
 /// Adds the GitHub and Azure DevOps probes, configured from the environment variables that
 /// `integrations_platforms::PlatformsConfig::from_env` reads.
 fn with_probes(mut service: IntegrationService) -> Result<IntegrationService, StartError> {
@@ -202,7 +227,7 @@ fn with_probes(mut service: IntegrationService) -> Result<IntegrationService, St
     Ok(service)
 }
 
-async fn open_store(
+pub(crate) async fn open_store(
     database_url: Option<&SecretString>,
     data_dir: &Path,
 ) -> Result<(Arc<dyn IntegrationStore>, Arc<dyn AuditSink>), StoreError> {

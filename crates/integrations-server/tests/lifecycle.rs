@@ -157,31 +157,11 @@ async fn wrong_master_key_exits() {
         failure.log
     );
     assert!(!failure.log.contains(&wrong), "log contains the key");
-}
-
-#[tokio::test]
-async fn retired_key_opens_old_data() {
-    let temp = tempfile::tempdir().unwrap();
-    let data_dir = temp.path().join("data");
-    let mut first = Server::start_with(Options::default().data_dir(&data_dir));
-    create_integration(&first, common::github_global("ghp_rotated", false)).await;
-    assert!(first.terminate().success());
-
-    let old_key = std::fs::read_to_string(data_dir.join("master.key")).unwrap();
-    let options = Options::default()
-        .data_dir(&data_dir)
-        .env("INTEGRATIONS_MASTER_KEY", &"cd".repeat(32))
-        .env("INTEGRATIONS_RETIRED_MASTER_KEYS", old_key.trim());
-    let second = Server::start_with(options);
-    let reply = call(
-        &second,
-        "GET",
-        "/sfp/api/integrations/credentials?provider=github",
-        Some(&second.owner),
-        None,
-    )
-    .await;
-    assert_eq!(reply.body[0]["credentials"]["token"], "ghp_rotated");
+    // The message names the data key and both master key ids, so the operator knows which key
+    // the data needs.
+    assert!(failure.log.contains("data key dk-"), "{}", failure.log);
+    let wrong_id = integrations_core::MasterKey::from_hex(&wrong).unwrap();
+    assert!(failure.log.contains(wrong_id.id()), "{}", failure.log);
 }
 
 #[tokio::test]
@@ -190,6 +170,11 @@ async fn malformed_master_key_exits() {
     let data_dir = temp.path().join("data");
     std::fs::create_dir_all(&data_dir).unwrap();
     std::fs::write(data_dir.join("master.key"), "not a key\n").unwrap();
+    std::fs::set_permissions(
+        data_dir.join("master.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let failure = Server::try_start(Options::default().data_dir(&data_dir))
         .err()
         .expect("server refuses a malformed key file");

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use integrations_core::store::{IntegrationChanges, IntegrationQuery, ProjectDeletion};
+use integrations_core::store::{
+    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
+};
 use integrations_core::{
-    AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredIntegration,
+    AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredDataKey, StoredIntegration,
 };
 use uuid::Uuid;
 
@@ -139,6 +141,47 @@ impl IntegrationStore for AnyStore {
 
     async fn delete_integration(&self, id: Uuid, audit: &AuditEvent) -> Result<bool, StoreError> {
         self.inner().delete_integration(id, audit).await
+    }
+
+    async fn list_data_keys(&self) -> Result<Vec<StoredDataKey>, StoreError> {
+        self.inner().list_data_keys().await
+    }
+
+    async fn find_data_key(&self, id: &str) -> Result<Option<StoredDataKey>, StoreError> {
+        self.inner().find_data_key(id).await
+    }
+
+    async fn primary_data_key(&self) -> Result<Option<StoredDataKey>, StoreError> {
+        self.inner().primary_data_key().await
+    }
+
+    async fn insert_data_key(&self, key: &StoredDataKey) -> Result<(), StoreError> {
+        self.inner().insert_data_key(key).await
+    }
+
+    async fn set_data_key_state(&self, id: &str, state: DataKeyState) -> Result<bool, StoreError> {
+        self.inner().set_data_key_state(id, state).await
+    }
+
+    async fn rewrap_data_keys(&self, keys: &[StoredDataKey]) -> Result<(), StoreError> {
+        self.inner().rewrap_data_keys(keys).await
+    }
+
+    async fn list_sealed(
+        &self,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<SealedRow>, StoreError> {
+        self.inner().list_sealed(after, limit).await
+    }
+
+    async fn replace_sealed(
+        &self,
+        id: Uuid,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.inner().replace_sealed(id, expected, sealed).await
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {

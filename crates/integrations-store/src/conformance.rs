@@ -17,10 +17,13 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use integrations_core::store::{IntegrationChanges, IntegrationQuery, ProjectDeletion};
+use integrations_core::store::{
+    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion,
+};
 use integrations_core::{
     Actor, AuditAction, AuditEvent, AuditOutcome, AuditSink, AuthType, Integration,
-    IntegrationStore, Platform, Project, Provider, Role, StoreError, StoredIntegration,
+    IntegrationStore, Platform, Project, Provider, Role, StoreError, StoredDataKey,
+    StoredIntegration,
 };
 use uuid::Uuid;
 
@@ -137,6 +140,11 @@ macro_rules! conformance_tests {
             concurrent_default_inserts,
             concurrent_default_moves,
             ping_succeeds,
+            data_key_primary_moves,
+            data_key_concurrent_primaries,
+            data_key_state_and_rewrap,
+            sealed_rows_paged,
+            sealed_replace_compares,
         );
     };
     (@each $setup:path; $($test:ident),+ $(,)?) => {
@@ -1114,4 +1122,180 @@ pub async fn concurrent_default_moves<S: ConformanceStore>(store: S) {
 pub async fn ping_succeeds<S: ConformanceStore>(store: S) {
     let result = store.ping().await;
     assert!(result.is_ok(), "{result:?}");
+}
+
+// Data keys and re-encryption.
+
+fn data_key(id: &str, is_primary: bool, offset: i64) -> StoredDataKey {
+    StoredDataKey {
+        id: id.to_owned(),
+        wrapped: vec![1, 0, 255, offset as u8],
+        wrapping_key_id: "0a1b2c3d".to_owned(),
+        is_primary,
+        state: DataKeyState::Active,
+        created_at: base_time() + Duration::seconds(offset),
+    }
+}
+
+/// A new primary data key demotes the previous one in the same write.
+pub async fn data_key_primary_moves<S: ConformanceStore>(store: S) {
+    assert_eq!(store.primary_data_key().await.unwrap(), None);
+    let first = data_key("dk-first", true, 0);
+    store.insert_data_key(&first).await.unwrap();
+    assert_eq!(store.primary_data_key().await.unwrap(), Some(first.clone()));
+
+    let second = StoredDataKey {
+        state: DataKeyState::Rotating,
+        ..data_key("dk-second", true, 1)
+    };
+    store.insert_data_key(&second).await.unwrap();
+    assert_eq!(
+        store.primary_data_key().await.unwrap(),
+        Some(second.clone())
+    );
+    let demoted = StoredDataKey {
+        is_primary: false,
+        ..first
+    };
+    assert_eq!(
+        store.list_data_keys().await.unwrap(),
+        vec![demoted.clone(), second]
+    );
+    assert_eq!(
+        store.find_data_key("dk-first").await.unwrap(),
+        Some(demoted)
+    );
+    assert_eq!(store.find_data_key("dk-missing").await.unwrap(), None);
+    assert!(matches!(
+        store.insert_data_key(&data_key("dk-first", false, 2)).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+/// Primary keys added from many connections at once leave exactly one primary.
+pub async fn data_key_concurrent_primaries<S: ConformanceStore>(store: S) {
+    let tasks: Vec<_> = (0..8)
+        .map(|index| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .insert_data_key(&data_key(&format!("dk-{index}"), true, index))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let keys = store.list_data_keys().await.unwrap();
+    assert_eq!(keys.len(), 8);
+    assert_eq!(keys.iter().filter(|key| key.is_primary).count(), 1);
+}
+
+/// State changes and rewraps apply to named keys; a rewrap naming a missing key changes nothing.
+pub async fn data_key_state_and_rewrap<S: ConformanceStore>(store: S) {
+    store
+        .insert_data_key(&data_key("dk-a", false, 0))
+        .await
+        .unwrap();
+    store
+        .insert_data_key(&data_key("dk-b", true, 1))
+        .await
+        .unwrap();
+    assert!(store
+        .set_data_key_state("dk-b", DataKeyState::Rotating)
+        .await
+        .unwrap());
+    assert!(!store
+        .set_data_key_state("dk-missing", DataKeyState::Active)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.primary_data_key().await.unwrap().unwrap().state,
+        DataKeyState::Rotating
+    );
+
+    let rewrapped = |id: &str, offset: i64| StoredDataKey {
+        wrapped: vec![9, 9, 9],
+        wrapping_key_id: "ffffffff".to_owned(),
+        ..data_key(id, false, offset)
+    };
+    let result = store
+        .rewrap_data_keys(&[rewrapped("dk-a", 0), rewrapped("dk-missing", 5)])
+        .await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    let unchanged = store.find_data_key("dk-a").await.unwrap().unwrap();
+    assert_eq!(unchanged.wrapping_key_id, "0a1b2c3d");
+
+    store
+        .rewrap_data_keys(&[rewrapped("dk-a", 0), rewrapped("dk-b", 1)])
+        .await
+        .unwrap();
+    for key in store.list_data_keys().await.unwrap() {
+        assert_eq!(key.wrapped, vec![9, 9, 9]);
+        assert_eq!(key.wrapping_key_id, "ffffffff");
+    }
+    // A rewrap changes neither which key is primary nor its state.
+    let primary = store.primary_data_key().await.unwrap().unwrap();
+    assert_eq!(primary.id, "dk-b");
+    assert_eq!(primary.state, DataKeyState::Rotating);
+}
+
+/// Sealed rows page by id, each page starting after the last id of the previous one.
+pub async fn sealed_rows_paged<S: ConformanceStore>(store: S) {
+    let mut ids = Vec::new();
+    for offset in 0..5 {
+        let stored = global(Provider::Jira, offset);
+        ids.push(stored.integration.id);
+        add(&store, &stored, &[]).await;
+    }
+    ids.sort();
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_sealed(after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for row in &page {
+            assert_eq!(row.provider, Provider::Jira);
+            assert_eq!(row.auth_type, AuthType::Pat);
+            assert_eq!(row.sealed_credentials, vec![1, 2, 3, 0, 255]);
+        }
+        seen.extend(page.iter().map(|row| row.id));
+    }
+    assert_eq!(seen, ids);
+}
+
+/// Sealed credentials are replaced only while they still hold the expected bytes, and the
+/// replacement leaves `updated_at` alone.
+pub async fn sealed_replace_compares<S: ConformanceStore>(store: S) {
+    let stored = global(Provider::Github, 0);
+    let id = stored.integration.id;
+    add(&store, &stored, &[]).await;
+
+    assert!(!store
+        .replace_sealed(id, &[7, 7, 7], &[4, 4, 4, 4])
+        .await
+        .unwrap());
+    assert_eq!(
+        find(&store, id).await.unwrap().sealed_credentials,
+        stored.sealed_credentials
+    );
+
+    assert!(store
+        .replace_sealed(id, &stored.sealed_credentials, &[4, 4, 4, 4])
+        .await
+        .unwrap());
+    let replaced = find(&store, id).await.unwrap();
+    assert_eq!(replaced.sealed_credentials, vec![4, 4, 4, 4]);
+    assert_eq!(
+        replaced.integration.updated_at,
+        stored.integration.updated_at
+    );
+    assert!(!store
+        .replace_sealed(Uuid::new_v4(), &[4, 4, 4, 4], &[5])
+        .await
+        .unwrap());
 }

@@ -4,9 +4,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use integrations_core::store::{IntegrationChanges, IntegrationQuery, ProjectDeletion};
+use integrations_core::store::{
+    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
+};
 use integrations_core::{
-    AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredIntegration,
+    AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredDataKey, StoredIntegration,
 };
 use uuid::Uuid;
 
@@ -35,6 +37,8 @@ struct State {
     links: HashMap<Uuid, BTreeSet<String>>,
     /// Audit events in the order written.
     audit: Vec<AuditEvent>,
+    /// Data keys in the order added.
+    data_keys: Vec<StoredDataKey>,
 }
 
 impl MemoryStore {
@@ -298,6 +302,119 @@ impl IntegrationStore for MemoryStore {
         state.links.remove(&id);
         state.audit.push(audit.clone());
         Ok(true)
+    }
+
+    async fn list_data_keys(&self) -> Result<Vec<StoredDataKey>, StoreError> {
+        Ok(self.lock().data_keys.clone())
+    }
+
+    async fn find_data_key(&self, id: &str) -> Result<Option<StoredDataKey>, StoreError> {
+        Ok(self
+            .lock()
+            .data_keys
+            .iter()
+            .find(|key| key.id == id)
+            .cloned())
+    }
+
+    async fn primary_data_key(&self) -> Result<Option<StoredDataKey>, StoreError> {
+        Ok(self
+            .lock()
+            .data_keys
+            .iter()
+            .find(|key| key.is_primary)
+            .cloned())
+    }
+
+    async fn insert_data_key(&self, key: &StoredDataKey) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.data_keys.iter().any(|existing| existing.id == key.id) {
+            return Err(StoreError::Conflict(format!(
+                "data key {} was added at the same time",
+                key.id
+            )));
+        }
+        if key.is_primary {
+            for existing in &mut state.data_keys {
+                existing.is_primary = false;
+            }
+        }
+        state.data_keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn set_data_key_state(&self, id: &str, state: DataKeyState) -> Result<bool, StoreError> {
+        let mut guard = self.lock();
+        match guard.data_keys.iter_mut().find(|key| key.id == id) {
+            Some(key) => {
+                key.state = state;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn rewrap_data_keys(&self, keys: &[StoredDataKey]) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if let Some(missing) = keys
+            .iter()
+            .find(|key| !state.data_keys.iter().any(|existing| existing.id == key.id))
+        {
+            return Err(StoreError::Conflict(format!(
+                "data key {} does not exist",
+                missing.id
+            )));
+        }
+        for key in keys {
+            if let Some(existing) = state
+                .data_keys
+                .iter_mut()
+                .find(|existing| existing.id == key.id)
+            {
+                existing.wrapped = key.wrapped.clone();
+                existing.wrapping_key_id = key.wrapping_key_id.clone();
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_sealed(
+        &self,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<SealedRow>, StoreError> {
+        let state = self.lock();
+        // SQL stores order by the id's text form; UUIDs order the same way as bytes.
+        let mut rows: Vec<SealedRow> = state
+            .integrations
+            .values()
+            .filter(|stored| after.is_none_or(|after| stored.integration.id > after))
+            .map(|stored| SealedRow {
+                id: stored.integration.id,
+                provider: stored.integration.provider,
+                auth_type: stored.integration.auth_type,
+                sealed_credentials: stored.sealed_credentials.clone(),
+            })
+            .collect();
+        rows.sort_by_key(|row| row.id);
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(rows)
+    }
+
+    async fn replace_sealed(
+        &self,
+        id: Uuid,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.integrations.get_mut(&id) {
+            Some(stored) if stored.sealed_credentials == expected => {
+                stored.sealed_credentials = sealed.to_vec();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {

@@ -7,14 +7,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use integrations_core::store::{IntegrationChanges, IntegrationQuery, ProjectDeletion};
+use integrations_core::store::{
+    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
+};
 use integrations_core::{
-    AuditEvent, AuditSink, Integration, IntegrationStore, Project, StoreError, StoredIntegration,
+    AuditEvent, AuditSink, Integration, IntegrationStore, Project, StoreError, StoredDataKey,
+    StoredIntegration,
 };
 use sqlx::error::ErrorKind;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
+
+mod keys;
 
 use crate::codec::{self, Config};
 use crate::error::{self, map_connect_error, TxError};
@@ -501,6 +506,47 @@ impl IntegrationStore for SqliteStore {
             self.delete_integration_once(id, audit)
         })
         .await
+    }
+
+    async fn list_data_keys(&self) -> Result<Vec<StoredDataKey>, StoreError> {
+        self.list_data_keys_sql().await
+    }
+
+    async fn find_data_key(&self, id: &str) -> Result<Option<StoredDataKey>, StoreError> {
+        self.find_data_key_sql("id = ?", Some(id)).await
+    }
+
+    async fn primary_data_key(&self) -> Result<Option<StoredDataKey>, StoreError> {
+        self.find_data_key_sql("is_primary = 1", None).await
+    }
+
+    async fn insert_data_key(&self, key: &StoredDataKey) -> Result<(), StoreError> {
+        self.insert_data_key_sql(key).await
+    }
+
+    async fn set_data_key_state(&self, id: &str, state: DataKeyState) -> Result<bool, StoreError> {
+        self.set_data_key_state_sql(id, state).await
+    }
+
+    async fn rewrap_data_keys(&self, keys: &[StoredDataKey]) -> Result<(), StoreError> {
+        self.rewrap_data_keys_sql(keys).await
+    }
+
+    async fn list_sealed(
+        &self,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<SealedRow>, StoreError> {
+        self.list_sealed_sql(after, limit).await
+    }
+
+    async fn replace_sealed(
+        &self,
+        id: Uuid,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.replace_sealed_sql(id, expected, sealed).await
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {

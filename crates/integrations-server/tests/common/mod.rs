@@ -23,7 +23,7 @@ const CONFIG_VARIABLES: &[&str] = &[
     "INTEGRATIONS_DATA_DIR",
     "INTEGRATIONS_MASTER_KEY",
     "INTEGRATIONS_MASTER_KEY_FILE",
-    "INTEGRATIONS_RETIRED_MASTER_KEYS",
+    "INTEGRATIONS_NEW_MASTER_KEY",
     "INTEGRATIONS_JWT_HS256_SECRET",
     "INTEGRATIONS_JWT_PUBLIC_KEY",
     "INTEGRATIONS_JWT_PUBLIC_KEY_PATH",
@@ -279,6 +279,18 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A command running the server binary with `args`, with no configuration inherited from the
+/// test's environment.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command.args(args).stdin(Stdio::null());
+    for name in CONFIG_VARIABLES {
+        command.env_remove(name);
+    }
+    command.env("RUST_LOG", "info");
+    command
 }
 
 /// Mints a token with the `token` subcommand for the server on `data_dir`.
