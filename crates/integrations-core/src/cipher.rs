@@ -46,7 +46,7 @@ pub enum CipherError {
     /// The ciphertext names a key that the keyring does not hold.
     #[error("sealed credentials name key id '{0}', which is not loaded")]
     UnknownKey(String),
-    /// A data key could not be loaded or unwrapped, or the database holds no primary data key.
+    /// A data key could not be loaded or unwrapped, or no primary data key was found.
     /// The text names key ids, never key material.
     #[error("data key unavailable: {0}")]
     KeyUnavailable(String),
@@ -165,7 +165,7 @@ pub struct InvalidMasterKey;
 /// AES-256-GCM cipher that seals directly with master keys (format version 1): seals with the
 /// current key, opens with any loaded key.
 ///
-/// Embedding programs and tests use it where a database of data keys is not wanted; the server
+/// Embedding programs and tests use it where a database of data keys is not wanted. The server
 /// uses [`crate::keyring::EnvelopeCipher`], which also opens what this cipher sealed.
 #[derive(Clone)]
 pub struct Aes256GcmCipher {

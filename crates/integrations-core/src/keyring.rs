@@ -1,9 +1,9 @@
 //! Envelope encryption: credentials are sealed with data keys, and data keys are stored in the
 //! database wrapped by a master key or an external key provider.
 //!
-//! Every process loads data keys on demand, so a rotation done by one process (a new primary
-//! data key) is followed by the others: they seal with whatever key the database names as
-//! primary and load any key a ciphertext names that they have not seen yet.
+//! Every process loads data keys on demand, so the others follow a rotation done by one process.
+//! They seal with the key the database marks as primary, and they load any key a ciphertext
+//! names that they have not seen yet.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -141,7 +141,7 @@ pub enum KeyringError {
         data_key: String,
         /// Id of the configured key.
         configured: String,
-        /// What the key provider reported.
+        /// The key provider's error.
         source: KeyProviderError,
     },
     /// The key provider failed.
@@ -178,7 +178,7 @@ impl fmt::Debug for EnvelopeCipher {
     }
 }
 
-/// What [`EnvelopeCipher::prepare`] found.
+/// Result of [`EnvelopeCipher::prepare`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyringStatus {
     /// Number of data keys in the database, all verified.
@@ -358,7 +358,7 @@ impl CredentialCipher for EnvelopeCipher {
             .await
             .map_err(|error| CipherError::KeyUnavailable(format!("primary data key: {error}")))?
             .ok_or_else(|| {
-                CipherError::KeyUnavailable("the database holds no primary data key".into())
+                CipherError::KeyUnavailable("no primary data key found in the database".into())
             })?;
         let cipher = match self.cached(&primary.id) {
             Some(cipher) => cipher,
@@ -401,7 +401,7 @@ impl CredentialCipher for EnvelopeCipher {
     }
 }
 
-/// How a key rotation paces itself.
+/// Pacing of a key rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RotationOptions {
     /// Rows re-encrypted per batch.

@@ -92,7 +92,7 @@ pub async fn rotate_key(
         let note = if key.id == report.data_key {
             " (primary)"
         } else if rows == 0 {
-            " (seals nothing; it can be retired)"
+            " (seals nothing; no credential depends on it)"
         } else {
             ""
         };
@@ -121,7 +121,7 @@ pub async fn rotate_key(
     .with_filter("reencrypted", report.resealed.to_string())
     .with_filter("complete", report.complete().to_string());
     if let Err(error) = store.append_audit(&event).await {
-        tracing::warn!(error = %error, "the key rotation was not audited");
+        tracing::warn!(error = %error, data_key = %report.data_key, "failed to write the audit event of the key rotation");
     }
     Ok(report)
 }
@@ -139,18 +139,17 @@ pub async fn rotate_master_key(
         config.store.master_key_file.as_deref(),
         &config.store.data_dir,
     )?;
-    let new =
-        match (&config.new_master_key, &config.new_master_key_file) {
-            (Some(text), _) => keys::parse_master_key_env("INTEGRATIONS_NEW_MASTER_KEY", text)?,
-            (None, Some(path)) => keys::read_master_key(path)?,
-            (None, None) => return Err(RotationError::MasterKey(
-                "give the new master key with --new-master-key-file or INTEGRATIONS_NEW_MASTER_KEY"
-                    .into(),
-            )),
-        };
+    let new = match (&config.new_master_key, &config.new_master_key_file) {
+        (Some(text), _) => keys::parse_master_key_env("INTEGRATIONS_NEW_MASTER_KEY", text)?,
+        (None, Some(path)) => keys::read_master_key(path)?,
+        (None, None) => return Err(RotationError::MasterKey(
+            "missing new master key: pass --new-master-key-file or set INTEGRATIONS_NEW_MASTER_KEY"
+                .into(),
+        )),
+    };
     if new.id() == old.id() {
         return Err(RotationError::MasterKey(format!(
-            "the new master key is the current one ({}); generate a new key, for example with `openssl rand -base64 32`",
+            "the new master key is the same as the current one ({}); generate a new key, for example with `openssl rand -base64 32`",
             old.id()
         )));
     }
@@ -184,7 +183,7 @@ pub async fn rotate_master_key(
     .with_filter("to_key", new.id())
     .with_filter("data_keys", rewrapped.to_string());
     if let Err(error) = store.append_audit(&event).await {
-        tracing::warn!(error = %error, "the master key change was not audited");
+        tracing::warn!(error = %error, "failed to write the audit event of the master key change");
     }
     let _ = writeln!(
         out,

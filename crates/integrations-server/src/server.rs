@@ -34,7 +34,7 @@ pub enum StartError {
     /// The master key cannot open the stored data keys or credentials.
     #[error("the master key cannot open the stored credentials: {0}; start with the master key that wrapped them, or move them to a new key with rotate-master-key")]
     WrongMasterKey(String),
-    /// No master key is configured or on disk, but the database holds data keys or sealed
+    /// No master key is configured or on disk, but the database contains data keys or sealed
     /// credentials.
     #[error("the master key file {} is missing but the database holds data keys and {stored} integrations sealed under a master key; restore the key file from its backup or set INTEGRATIONS_MASTER_KEY", path.display())]
     MissingMasterKey {

@@ -209,7 +209,7 @@ async fn rotation_under_load_keeps_every_read_and_value() {
         "{stdout}"
     );
     assert!(
-        stdout.contains(": 0 (seals nothing; it can be retired)"),
+        stdout.contains(": 0 (seals nothing; no credential depends on it)"),
         "{stdout}"
     );
     let progress_lines = stdout

@@ -507,3 +507,120 @@ async fn database_password_stays_out_of_logs() {
         "the log contains the database password"
     );
 }
+
+/// A rotation run by its own process is followed by servers that started before it: each seals
+/// its next write with the new data key and opens values sealed by a key it never loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_follow_a_rotation_by_another_process() {
+    let Some(database) = TestDatabase::create() else {
+        return;
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let first = wait_listening(spawn_server(&data_dir, &database.url));
+    let second = wait_listening(spawn_server(&data_dir, &database.url));
+    let token = mint_token(&data_dir, "owner");
+    let client = reqwest::Client::new();
+
+    let create = |base: String, value: String| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            let response = client
+                .post(format!("{base}/sfp/api/integrations"))
+                .bearer_auth(&token)
+                .json(&json!({
+                    "provider": "github",
+                    "authType": "pat",
+                    "credentials": {"token": value},
+                    "isGlobal": true,
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            let body: Value = response.json().await.unwrap();
+            body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let mut expected = BTreeMap::new();
+    for index in 0..60 {
+        let base = if index % 2 == 0 { &first } else { &second };
+        let value = format!("ghp_before_rotation_{index}");
+        let id = create(base.base_url.clone(), value.clone()).await;
+        expected.insert(id, value);
+    }
+
+    let output = Command::new(BINARY)
+        .args([
+            "rotate-key",
+            "--batch-size",
+            "7",
+            "--pause-ms",
+            "0",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env("DATABASE_URL", &database.url)
+        .output()
+        .expect("rotate-key runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let new_key = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("added primary data key "))
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_owned();
+    assert!(
+        stdout.contains(&format!("  {new_key}: 60 (primary)")),
+        "{stdout}"
+    );
+
+    // Both servers write after the rotation without having been told of it.
+    for (index, server) in [&first, &second].into_iter().enumerate() {
+        let value = format!("ghp_after_rotation_{index}");
+        let id = create(server.base_url.clone(), value.clone()).await;
+        expected.insert(id, value);
+    }
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let on_new_key: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM integrations WHERE get_byte(sealed_credentials, 0) = 2 \
+         AND substring(sealed_credentials FROM 3 FOR length(convert_to($1, 'UTF8'))) \
+             = convert_to($1, 'UTF8')",
+    )
+    .bind(&new_key)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(on_new_key, 62);
+
+    for server in [&first, &second] {
+        let response = client
+            .get(format!(
+                "{}/sfp/api/integrations/credentials?provider=github",
+                server.base_url
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let records: Vec<Value> = response.json().await.unwrap();
+        let read: BTreeMap<String, String> = records
+            .iter()
+            .map(|record| {
+                (
+                    record["integration_id"].as_str().unwrap().to_owned(),
+                    record["credentials"]["token"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(read, expected);
+    }
+}

@@ -361,7 +361,7 @@ impl IntegrationStore for MemoryStore {
             .find(|key| !state.data_keys.iter().any(|existing| existing.id == key.id))
         {
             return Err(StoreError::Conflict(format!(
-                "data key {} does not exist",
+                "data key {} not found",
                 missing.id
             )));
         }

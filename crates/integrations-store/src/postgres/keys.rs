@@ -116,7 +116,7 @@ impl PostgresStore {
                 .rows_affected();
                 if changed == 0 {
                     return Err(TxError::from(StoreError::Conflict(format!(
-                        "data key {} does not exist",
+                        "data key {} not found",
                         key.id
                     ))));
                 }

@@ -112,7 +112,7 @@ impl SqliteStore {
                 .rows_affected();
                 if changed == 0 {
                     return Err(TxError::from(StoreError::Conflict(format!(
-                        "data key {} does not exist",
+                        "data key {} not found",
                         key.id
                     ))));
                 }
