@@ -567,3 +567,38 @@ async fn master_key_switch_rewraps_every_data_key() {
         assert_eq!(key.wrapping_key_id, new.id());
     }
 }
+
+#[tokio::test]
+async fn data_keys_never_stored_in_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_in_dir(dir.path()).await.unwrap();
+    let master = MasterKey::generate();
+    let cipher = prepared(Arc::new(store.clone()), &master).await;
+    cipher.add_primary(DataKeyState::Active).await.unwrap();
+    let keys = store.list_data_keys().await.unwrap();
+    store.close().await;
+
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        files.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    assert_eq!(keys.len(), 2);
+    for key in keys {
+        let plaintext = master.unwrap(&key.id, &key.wrapped).await.unwrap();
+        assert_eq!(plaintext.len(), 32);
+        assert!(
+            !files
+                .windows(32)
+                .any(|window| window == plaintext.as_slice()),
+            "data key {} is stored in plaintext",
+            key.id
+        );
+        assert!(
+            files
+                .windows(key.wrapped.len())
+                .any(|window| window == key.wrapped),
+            "the wrapped data key {} is not in the database files",
+            key.id
+        );
+    }
+}
