@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use integrations::core::{
-    Actor, Aes256GcmCipher, AuthType, CredentialFilter, Credentials, IntegrationService, MasterKey,
+    Actor, AuthType, CredentialFilter, Credentials, EnvelopeCipher, IntegrationService, MasterKey,
     NewIntegration, NewProject, Provider, Role,
 };
 use integrations::store::SqliteStore;
@@ -18,9 +18,13 @@ use integrations::store::SqliteStore;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data_dir = tempfile::tempdir()?;
     let store = SqliteStore::open_in_dir(data_dir.path()).await?;
-    // A real program loads its master key from a file, the environment or a KMS; losing it loses
-    // every stored credential.
-    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    // A real program loads its master key from a file or the environment, or implements
+    // `KeyProvider` over a KMS. Losing the master key loses every stored credential.
+    let master_key = MasterKey::generate();
+    // Credentials are sealed with data keys kept in the database, wrapped by the master key.
+    // `prepare` checks that the key unwraps them and creates the first one.
+    let cipher = EnvelopeCipher::new(Arc::new(store.clone()), Arc::new(master_key));
+    cipher.prepare().await?;
     let service =
         IntegrationService::new(Arc::new(store.clone()), Arc::new(cipher), Arc::new(store));
 
