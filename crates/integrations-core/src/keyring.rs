@@ -457,7 +457,7 @@ impl RotationReport {
 }
 
 /// Passes over the table before a rotation gives up on rows that keep being rewritten with an
-/// older key by processes that have not seen the new primary yet.
+/// older key, so that a run always ends.
 const MAX_ROTATION_PASSES: u32 = 5;
 
 /// Adds a new primary data key and re-encrypts every integration with it, batch by batch, while
@@ -480,10 +480,10 @@ pub async fn rotate_data_key(
     let batch_size = options.batch_size.max(1);
     let mut resealed = 0;
     let mut unopenable = Vec::new();
+    let mut rows_by_key = BTreeMap::new();
     for pass in 1..=MAX_ROTATION_PASSES {
         let mut after = None;
         let mut scanned = 0;
-        let mut left_behind = 0;
         loop {
             let rows = store.list_sealed(after, batch_size).await?;
             let Some(last) = rows.last() else { break };
@@ -512,13 +512,13 @@ pub async fn rotate_data_key(
                 let sealed = cipher
                     .seal_with_data_key(&data_key, &plaintext, &associated_data)
                     .await?;
+                // A row changed since it was read keeps its new value; the next pass
+                // re-encrypts it.
                 if store
                     .replace_sealed(row.id, &row.sealed_credentials, &sealed)
                     .await?
                 {
                     resealed += 1;
-                } else {
-                    left_behind += 1;
                 }
             }
             progress(&RotationProgress {
@@ -531,13 +531,20 @@ pub async fn rotate_data_key(
                 tokio::time::sleep(options.pause).await;
             }
         }
-        // Rows changed while this pass ran were skipped above; another pass picks them up.
-        if left_behind == 0 {
+
+        // Rows updated during the pass, or written by a process that read the old primary just
+        // before the rotation started, are still sealed by an older key.
+        rows_by_key = count_rows_by_key(store.as_ref(), batch_size).await?;
+        let behind: u64 = rows_by_key
+            .iter()
+            .filter(|(key, _)| **key != data_key)
+            .map(|(_, rows)| rows)
+            .sum();
+        if behind <= unopenable.len() as u64 {
             break;
         }
     }
 
-    let rows_by_key = count_rows_by_key(store.as_ref(), batch_size).await?;
     let report = RotationReport {
         data_key: data_key.clone(),
         resumed,
