@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use integrations_core::audit::{AuditAction, AuditOutcome};
+use integrations_core::audit_chain::ChainedEvent;
 use integrations_core::store::{
-    IntegrationChanges, IntegrationQuery, ProjectDeletion, StoredIntegration,
+    AuditQuery, IntegrationChanges, IntegrationQuery, ProjectDeletion, StoredIntegration,
 };
 use integrations_core::{
     Actor, Aes256GcmCipher, AuditEvent, AuditSink, AuthType, CredentialFilter, Credentials,
@@ -43,6 +44,8 @@ mock! {
         async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
         async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
         async fn ping(&self) -> Result<(), StoreError>;
+        async fn search_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+        async fn list_audit_chain(&self, after_seq: i64, limit: u64) -> Result<Vec<ChainedEvent>, StoreError>;
     }
 }
 
