@@ -133,7 +133,9 @@ impl AuditThrottle {
                 key = Key::overflow(event.action);
                 event.actor_subject = OVERFLOW_SUBJECT.to_owned();
                 event.filters.clear();
-                event.filters.insert("overflow".to_owned(), "true".to_owned());
+                event
+                    .filters
+                    .insert("overflow".to_owned(), "true".to_owned());
             }
             match windows.get_mut(&key) {
                 Some(window) if now.duration_since(window.opened) < self.window => {
@@ -315,6 +317,9 @@ mod tests {
         let overflow = events.last().unwrap();
         assert_eq!(overflow.actor_subject, OVERFLOW_SUBJECT);
         assert_eq!(overflow.count, 2);
-        assert_eq!(overflow.filters.get("overflow").map(String::as_str), Some("true"));
+        assert_eq!(
+            overflow.filters.get("overflow").map(String::as_str),
+            Some("true")
+        );
     }
 }

@@ -224,7 +224,10 @@ impl AuditQuery {
 /// Returns the project key of an event's `project` filter, the value the SQL stores keep in
 /// their `project_key` column for [`AuditQuery::project_key`].
 pub fn audit_project_key(event: &AuditEvent) -> Option<String> {
-    event.filters.get("project").map(|project| project_key(project))
+    event
+        .filters
+        .get("project")
+        .map(|project| project_key(project))
 }
 
 /// Associated data that binds sealed credentials to one integration, its provider and auth type.

@@ -7,6 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit_cli;
+pub mod audit_hook;
+pub mod audit_query;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use integrations_core::IntegrationService;
 
 pub use api::routes;
-pub use config::{Cli, Command, ServeConfig, TokenConfig};
+pub use config::{AuditCommand, Cli, Command, ServeConfig, TokenConfig};
 pub use server::{run, StartError};
 
 use auth::TokenVerifier;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use integrations_core::Role;
 use integrations_server::auth::TokenSigner;
-use integrations_server::{Cli, Command, TokenConfig};
+use integrations_server::{AuditCommand, Cli, Command, TokenConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Token(config)) => print_token(&config),
         Some(Command::Serve(config)) => serve(config),
+        Some(Command::Audit(AuditCommand::Verify(config))) => verify_audit(&config),
         None => serve(cli.serve),
     }
 }
@@ -35,6 +36,17 @@ fn serve(config: integrations_server::ServeConfig) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn verify_audit(config: &integrations_server::config::AuditVerifyConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(error = %error, "failed to start the async runtime");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(integrations_server::audit_cli::verify(config))
 }
 
 fn print_token(config: &TokenConfig) -> ExitCode {

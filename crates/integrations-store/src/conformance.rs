@@ -1112,7 +1112,10 @@ pub async fn audit_chain_every_writer<S: ConformanceStore>(store: S) {
         .await
         .expect("record");
     store
-        .delete_integration(stored.integration.id, &event(AuditAction::IntegrationDeleted))
+        .delete_integration(
+            stored.integration.id,
+            &event(AuditAction::IntegrationDeleted),
+        )
         .await
         .expect("delete integration");
     store

@@ -543,11 +543,11 @@ impl IntegrationStore for PostgresStore {
              LIMIT $1 OFFSET $2"
         );
         let rows = sqlx::query(&sql)
-        .bind(clamp(limit))
-        .bind(clamp(offset))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(error::map_error)?;
+            .bind(clamp(limit))
+            .bind(clamp(offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::map_error)?;
         rows.iter().map(decode_audit).collect()
     }
 

@@ -575,11 +575,11 @@ impl IntegrationStore for SqliteStore {
             "SELECT {AUDIT_COLUMNS} FROM audit_events ORDER BY at DESC, seq DESC LIMIT ? OFFSET ?"
         );
         let rows = sqlx::query(&sql)
-        .bind(clamp(limit))
-        .bind(clamp(offset))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(error::map_error)?;
+            .bind(clamp(limit))
+            .bind(clamp(offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::map_error)?;
         rows.iter().map(decode_audit).collect()
     }
 

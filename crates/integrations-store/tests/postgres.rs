@@ -225,12 +225,10 @@ async fn connect_concurrently_on_empty_database() {
             .fetch_one(stores[0].pool())
             .await
             .expect("count migrations");
-        let migrations = std::fs::read_dir(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/migrations/postgres"
-        ))
-        .expect("migrations directory")
-        .count();
+        let migrations =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+                .expect("migrations directory")
+                .count();
         assert_eq!(usize::try_from(applied).unwrap(), migrations);
     })
     .await;
@@ -346,7 +344,9 @@ async fn audit_chain_detects_edit_and_delete() {
     use integrations_core::audit_chain::{verify_chain, ChainBreakReason};
     with_database("audit_chain_detects_edit_and_delete", |url| async move {
         let (store, mut raw) = store_and_raw_connection(&url).await;
-        let events: Vec<_> = (0..4).map(|index| audit_event(&format!("user{index}"))).collect();
+        let events: Vec<_> = (0..4)
+            .map(|index| audit_event(&format!("user{index}")))
+            .collect();
         for event in &events {
             store.append_audit(event).await.expect("append audit");
         }
