@@ -1,4 +1,5 @@
-//! `integrations-server`: serves the sfp Integrations API, or prints a bearer token.
+//! `integrations-server`: serves the sfp Integrations API, prints a bearer token, or verifies
+//! the audit hash chain.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

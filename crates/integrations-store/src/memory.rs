@@ -79,8 +79,7 @@ impl State {
             .iter()
             .filter(|stored| query.matches(&stored.event))
             .collect();
-        newest_first
-            .sort_by(|left, right| (right.event.at, right.seq).cmp(&(left.event.at, left.seq)));
+        newest_first.sort_by_key(|stored| std::cmp::Reverse((stored.event.at, stored.seq)));
         let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
         let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
         newest_first

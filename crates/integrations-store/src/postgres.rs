@@ -116,6 +116,7 @@ impl PostgresStore {
         let Some(first) = unchained.first() else {
             return Ok(());
         };
+
         let mut previous: Vec<u8> = sqlx::query_scalar(
             "SELECT hash FROM audit_events WHERE hash IS NOT NULL AND seq < $1 \
              ORDER BY seq DESC LIMIT 1",
@@ -138,6 +139,7 @@ impl PostgresStore {
             .await?;
             previous = hash.to_vec();
         }
+
         transaction.commit().await?;
         tracing::info!(
             url = %self.redacted_url,

@@ -397,6 +397,7 @@ impl SqliteStore {
         let Some(first) = unchained.first() else {
             return Ok(());
         };
+
         let mut previous: Vec<u8> = sqlx::query_scalar(
             "SELECT hash FROM audit_events WHERE hash IS NOT NULL AND seq < ? \
              ORDER BY seq DESC LIMIT 1",
@@ -419,6 +420,7 @@ impl SqliteStore {
             .await?;
             previous = hash.to_vec();
         }
+
         transaction.commit().await?;
         tracing::info!(
             location = %self.location,
