@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -12,7 +12,7 @@ use crate::model::{Actor, Role};
 use crate::store::StoreError;
 
 /// Kind of an audited operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AuditAction {
@@ -32,6 +32,10 @@ pub enum AuditAction {
     DataKeyRotated,
     /// The data keys were rewrapped with a new master key.
     MasterKeyChanged,
+    /// A request to an authenticated route carried no valid bearer token (HTTP 401).
+    AuthenticationFailed,
+    /// The caller's role does not allow the request (HTTP 403).
+    AccessDenied,
 }
 
 impl AuditAction {
@@ -46,27 +50,34 @@ impl AuditAction {
             AuditAction::ProjectDeleted => "project_deleted",
             AuditAction::DataKeyRotated => "data_key_rotated",
             AuditAction::MasterKeyChanged => "master_key_changed",
+            AuditAction::AuthenticationFailed => "authentication_failed",
+            AuditAction::AccessDenied => "access_denied",
         }
     }
+
+    /// Every action, in declaration order.
+    pub const ALL: [AuditAction; 10] = [
+        AuditAction::IntegrationCreated,
+        AuditAction::IntegrationUpdated,
+        AuditAction::IntegrationDeleted,
+        AuditAction::CredentialsRead,
+        AuditAction::ProjectCreated,
+        AuditAction::ProjectDeleted,
+        AuditAction::DataKeyRotated,
+        AuditAction::MasterKeyChanged,
+        AuditAction::AuthenticationFailed,
+        AuditAction::AccessDenied,
+    ];
 }
 
 impl std::str::FromStr for AuditAction {
     type Err = String;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        [
-            AuditAction::IntegrationCreated,
-            AuditAction::IntegrationUpdated,
-            AuditAction::IntegrationDeleted,
-            AuditAction::CredentialsRead,
-            AuditAction::ProjectCreated,
-            AuditAction::ProjectDeleted,
-            AuditAction::DataKeyRotated,
-            AuditAction::MasterKeyChanged,
-        ]
-        .into_iter()
-        .find(|action| action.as_str() == value)
-        .ok_or_else(|| format!("unknown audit action '{value}'"))
+        AuditAction::ALL
+            .into_iter()
+            .find(|action| action.as_str() == value)
+            .ok_or_else(|| format!("unknown audit action '{value}'"))
     }
 }
 
@@ -127,20 +138,27 @@ pub struct AuditEvent {
     pub filters: BTreeMap<String, String>,
     /// Result.
     pub outcome: AuditOutcome,
+    /// Number of occurrences this event stands for: 1, or the repeats of a failure that
+    /// [`crate::audit_throttle::AuditThrottle`] folded into one event.
+    pub count: u64,
 }
 
 impl AuditEvent {
     /// Starts an event for `actor` with the current time and no integrations.
+    ///
+    /// The time is truncated to whole microseconds, the precision PostgreSQL `timestamptz`
+    /// keeps, so that the event hashes the same before and after a round trip through any store.
     pub fn new(actor: &Actor, action: AuditAction, outcome: AuditOutcome) -> Self {
         Self {
             id: Uuid::new_v4(),
-            at: Utc::now(),
+            at: Utc::now().trunc_subsecs(6),
             actor_subject: actor.subject.clone(),
             actor_role: actor.role,
             action,
             integration_ids: Vec::new(),
             filters: BTreeMap::new(),
             outcome,
+            count: 1,
         }
     }
 

@@ -5,6 +5,8 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod audit_chain;
+pub mod audit_throttle;
 pub mod cipher;
 pub mod credentials;
 pub mod error;
@@ -24,6 +26,7 @@ pub use model::{Actor, AuthType, Integration, Platform, Project, Provider, Role}
 pub use probe::{HealthStatus, PlatformProbe, ProbeReport, ProbeTarget, ResolvedIntegration};
 pub use service::{
     CredentialFilter, CredentialRecord, HealthReport, IntegrationService, IntegrationUpdate,
-    MasterKeyCheck, NewIntegration, NewProject, OverallHealth, PlatformHealth, ServiceSettings,
+    MasterKeyCheck, NewIntegration, NewProject, OverallHealth, PlatformHealth, RequestInfo,
+    ServiceSettings,
 };
-pub use store::{IntegrationStore, StoreError, StoredDataKey, StoredIntegration};
+pub use store::{AuditQuery, IntegrationStore, StoreError, StoredDataKey, StoredIntegration};

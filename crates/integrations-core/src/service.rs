@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink};
+use crate::audit_throttle::{AuditThrottle, DEFAULT_REPEAT_WINDOW};
 use crate::cipher::{CipherError, CredentialCipher};
 use crate::credentials::Credentials;
 use crate::error::ServiceError;
@@ -22,6 +23,10 @@ use crate::store::{
     ProjectDeletion, StoreError, StoredIntegration,
 };
 use crate::validation::{normalize_config, validate_credentials, UrlPolicy};
+
+mod audit_log;
+
+pub use audit_log::RequestInfo;
 
 /// Longest accepted project identifier, in characters.
 pub const MAX_IDENTIFIER_LEN: usize = 512;
@@ -159,6 +164,8 @@ pub struct IntegrationService {
     audit: Arc<dyn AuditSink>,
     probes: Vec<Arc<dyn PlatformProbe>>,
     settings: ServiceSettings,
+    /// Writes failure events (401, 403, denied reads) through `audit`, folding repeats.
+    throttle: Arc<AuditThrottle>,
 }
 
 impl fmt::Debug for IntegrationService {
@@ -180,12 +187,14 @@ impl IntegrationService {
         cipher: Arc<dyn CredentialCipher>,
         audit: Arc<dyn AuditSink>,
     ) -> Self {
+        let throttle = Arc::new(AuditThrottle::new(audit.clone(), DEFAULT_REPEAT_WINDOW));
         Self {
             store,
             cipher,
             audit,
             probes: Vec::new(),
             settings: ServiceSettings::default(),
+            throttle,
         }
     }
 
@@ -429,10 +438,24 @@ impl IntegrationService {
     /// With a project: its project-scoped integrations if it has any, otherwise the global ones,
     /// default first. Without a project: every integration of the provider, default first.
     /// Owners may read without filters; application tokens need `provider` or `project`.
+    ///
+    /// A denied read is audited through the failure throttle, so repeats within its window
+    /// are counted in one event.
     pub async fn read_credentials(
         &self,
         actor: &Actor,
         filter: CredentialFilter,
+    ) -> Result<Vec<CredentialRecord>, ServiceError> {
+        self.read_credentials_for(actor, filter, None).await
+    }
+
+    /// Reads credentials as [`Self::read_credentials`] does, adding the HTTP method and route
+    /// of `request` to a denied read's audit event.
+    pub async fn read_credentials_for(
+        &self,
+        actor: &Actor,
+        filter: CredentialFilter,
+        request: Option<&RequestInfo>,
     ) -> Result<Vec<CredentialRecord>, ServiceError> {
         let mut audit = AuditEvent::new(actor, AuditAction::CredentialsRead, AuditOutcome::Success);
         if let Some(provider) = filter.provider {
@@ -444,9 +467,10 @@ impl IntegrationService {
 
         if let Err(denied) = check_credentials_access(actor, &filter) {
             audit.outcome = AuditOutcome::Denied;
-            if let Err(error) = self.audit.record(&audit).await {
-                tracing::warn!(error = %error, actor = %actor.subject, "denied credential read was not audited");
+            if let Some(request) = request {
+                audit = request.add_to(audit);
             }
+            self.record_failure(audit).await;
             return Err(denied);
         }
 

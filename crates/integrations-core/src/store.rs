@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::audit::AuditEvent;
-use crate::model::{AuthType, Integration, Project, Provider};
+use crate::audit::{AuditAction, AuditEvent};
+use crate::audit_chain::ChainedEvent;
+use crate::model::{project_key, AuthType, Integration, Project, Provider};
 
 /// Error from a store.
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +262,84 @@ pub trait IntegrationStore: Send + Sync + fmt::Debug {
 
     /// Checks that the database responds.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Lists audit events matching `query`, newest first (ties: last written first), skipping
+    /// `query.offset` and returning at most `query.limit`.
+    async fn search_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Lists stored events with their chain hashes in write order, those with `seq` greater
+    /// than `after_seq`, at most `limit`.
+    async fn list_audit_chain(
+        &self,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<ChainedEvent>, StoreError>;
+}
+
+/// Filter and page of an audit log search. Every `Some` field narrows the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only events at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Only events at or before this time.
+    pub to: Option<DateTime<Utc>>,
+    /// Only events of this actor subject, compared exactly.
+    pub actor: Option<String>,
+    /// Only events of this action.
+    pub action: Option<AuditAction>,
+    /// Only events that involve this integration.
+    pub integration: Option<Uuid>,
+    /// Only events whose `project` filter has this project key (see [`project_key`]), so the
+    /// identifier is compared case-insensitively.
+    pub project_key: Option<String>,
+    /// Matching events to skip.
+    pub offset: u64,
+    /// Maximum events to return.
+    pub limit: u64,
+}
+
+impl Default for AuditQuery {
+    fn default() -> Self {
+        Self {
+            from: None,
+            to: None,
+            actor: None,
+            action: None,
+            integration: None,
+            project_key: None,
+            offset: 0,
+            limit: u64::MAX,
+        }
+    }
+}
+
+impl AuditQuery {
+    /// Reports whether `event` passes every filter; the offset and limit are not applied.
+    /// The SQL stores implement the same rules in their WHERE clauses.
+    pub fn matches(&self, event: &AuditEvent) -> bool {
+        self.from.is_none_or(|from| event.at >= from)
+            && self.to.is_none_or(|to| event.at <= to)
+            && self
+                .actor
+                .as_ref()
+                .is_none_or(|actor| &event.actor_subject == actor)
+            && self.action.is_none_or(|action| event.action == action)
+            && self
+                .integration
+                .is_none_or(|id| event.integration_ids.contains(&id))
+            && self.project_key.as_ref().is_none_or(|key| {
+                audit_project_key(event).is_some_and(|event_key| &event_key == key)
+            })
+    }
+}
+
+/// Returns the project key of an event's `project` filter, the value the SQL stores keep in
+/// their `project_key` column for [`AuditQuery::project_key`].
+pub fn audit_project_key(event: &AuditEvent) -> Option<String> {
+    event
+        .filters
+        .get("project")
+        .map(|project| project_key(project))
 }
 
 /// Associated data that binds sealed credentials to one integration, its provider and auth type.

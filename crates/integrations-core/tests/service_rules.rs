@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use integrations_core::audit::{AuditAction, AuditOutcome};
+use integrations_core::audit_chain::ChainedEvent;
 use integrations_core::store::{
-    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow, StoredDataKey,
-    StoredIntegration,
+    AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
+    StoredDataKey, StoredIntegration,
 };
 use integrations_core::{
     Actor, Aes256GcmCipher, AuditEvent, AuditSink, AuthType, CredentialFilter, Credentials,
@@ -52,6 +53,8 @@ mock! {
         async fn rewrap_data_keys(&self, keys: &[StoredDataKey]) -> Result<(), StoreError>;
         async fn list_sealed(&self, after: Option<Uuid>, limit: u64) -> Result<Vec<SealedRow>, StoreError>;
         async fn replace_sealed(&self, id: Uuid, expected: &[u8], sealed: &[u8]) -> Result<bool, StoreError>;
+        async fn search_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+        async fn list_audit_chain(&self, after_seq: i64, limit: u64) -> Result<Vec<ChainedEvent>, StoreError>;
     }
 }
 

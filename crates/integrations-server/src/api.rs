@@ -3,22 +3,26 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use integrations_core::Actor;
+use integrations_core::{Actor, RequestInfo};
 use percent_encoding::percent_decode_str;
-use warp::http::HeaderMap;
+use warp::filters::path::FullPath;
+use warp::http::{HeaderMap, Method};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use crate::audit_hook;
 use crate::body;
 use crate::error::{self, ApiError};
 use crate::handlers::{self, QueryParams};
 use crate::AppState;
 
-/// An authenticated request: the application state and the caller.
+/// An authenticated request: the application state, the caller, and the method and route
+/// template for audit events.
 #[derive(Clone)]
 struct Caller {
     state: AppState,
     actor: Actor,
+    request: RequestInfo,
 }
 
 /// Builds every route, with JSON error recovery and a request log line.
@@ -53,22 +57,36 @@ fn integration_routes(
         .and(authenticated(state))
         .and(query())
         .then(|caller: Caller, query| async move {
-            reply(handlers::list_integrations(&caller.state.service, &caller.actor, query).await)
+            respond(
+                &caller,
+                handlers::list_integrations(&caller.state.service, &caller.actor, query).await,
+            )
+            .await
         });
     let create = warp::path!("integrations")
         .and(warp::post())
         .and(authenticated(state))
         .and(json_body())
         .then(|caller: Caller, body: Bytes| async move {
-            reply(handlers::create_integration(&caller.state.service, &caller.actor, body).await)
+            respond(
+                &caller,
+                handlers::create_integration(&caller.state.service, &caller.actor, body).await,
+            )
+            .await
         });
     let defaults = warp::path!("integrations" / "defaults")
         .and(warp::get())
         .and(authenticated(state))
         .and(query())
         .then(|caller: Caller, query| async move {
-            reply(handlers::list_defaults(&caller.state.service, &caller.actor, query).await)
+            respond(
+                &caller,
+                handlers::list_defaults(&caller.state.service, &caller.actor, query).await,
+            )
+            .await
         });
+    // The service audits a denied credential read itself, with its filters, so this route
+    // replies without `respond`, which would audit the 403 a second time.
     let credentials = warp::path!("integrations" / "credentials")
         .and(warp::get())
         .and(authenticated(state))
@@ -81,29 +99,43 @@ fn integration_routes(
         .and(authenticated(state))
         .and(query())
         .then(|caller: Caller, query| async move {
-            reply(handlers::platform_health(&caller.state.service, &caller.actor, query).await)
+            respond(
+                &caller,
+                handlers::platform_health(&caller.state.service, &caller.actor, query).await,
+            )
+            .await
         });
     let update = warp::path!("integrations" / String)
         .and(warp::patch())
         .and(authenticated(state))
         .and(json_body())
         .then(|id: String, caller: Caller, body: Bytes| async move {
-            reply(
+            respond(
+                &caller,
                 handlers::update_integration(&caller.state.service, &caller.actor, &id, body).await,
             )
+            .await
         });
     let delete = warp::path!("integrations" / String)
         .and(warp::delete())
         .and(authenticated(state))
         .then(|id: String, caller: Caller| async move {
-            reply(handlers::delete_integration(&caller.state.service, &caller.actor, &id).await)
+            respond(
+                &caller,
+                handlers::delete_integration(&caller.state.service, &caller.actor, &id).await,
+            )
+            .await
         });
     let audit = warp::path!("audit")
         .and(warp::get())
         .and(authenticated(state))
         .and(query())
         .then(|caller: Caller, query| async move {
-            reply(handlers::list_audit(&caller.state.service, &caller.actor, query).await)
+            respond(
+                &caller,
+                handlers::list_audit(&caller.state.service, &caller.actor, query).await,
+            )
+            .await
         });
 
     list.or(create)
@@ -131,26 +163,42 @@ fn project_routes(
         .and(authenticated(state))
         .and(query())
         .then(|caller: Caller, query| async move {
-            reply(handlers::list_projects(&caller.state.service, &caller.actor, query).await)
+            respond(
+                &caller,
+                handlers::list_projects(&caller.state.service, &caller.actor, query).await,
+            )
+            .await
         });
     let create = warp::path!("projects")
         .and(warp::post())
         .and(authenticated(state))
         .and(json_body())
         .then(|caller: Caller, body: Bytes| async move {
-            reply(handlers::create_project(&caller.state.service, &caller.actor, body).await)
+            respond(
+                &caller,
+                handlers::create_project(&caller.state.service, &caller.actor, body).await,
+            )
+            .await
         });
     let find = project_identifier()
         .and(warp::get())
         .and(authenticated(state))
         .then(|identifier: String, caller: Caller| async move {
-            reply(handlers::find_project(&caller.state.service, &caller.actor, &identifier).await)
+            respond(
+                &caller,
+                handlers::find_project(&caller.state.service, &caller.actor, &identifier).await,
+            )
+            .await
         });
     let delete = project_identifier()
         .and(warp::delete())
         .and(authenticated(state))
         .then(|identifier: String, caller: Caller| async move {
-            reply(handlers::delete_project(&caller.state.service, &caller.actor, &identifier).await)
+            respond(
+                &caller,
+                handlers::delete_project(&caller.state.service, &caller.actor, &identifier).await,
+            )
+            .await
         });
 
     list.or(create)
@@ -188,27 +236,37 @@ fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Inf
     warp::any().map(move || state.clone())
 }
 
-/// Verifies the bearer token, rejecting with a JSON 401 when it is missing or invalid.
+/// Verifies the bearer token, rejecting with a JSON 401 when it is missing or invalid. Every
+/// rejection is audited.
 fn authenticated(state: &AppState) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
     with_state(state.clone())
+        .and(warp::method())
+        .and(warp::path::full())
         .and(warp::header::headers_cloned())
-        .and_then(|state: AppState, headers: HeaderMap| async move {
-            let header = match headers.get(warp::http::header::AUTHORIZATION) {
-                None => None,
-                Some(value) => Some(value.to_str().map_err(|_| {
-                    warp::reject::custom(ApiError::unauthorized(
-                        crate::auth::AuthFailure::Malformed,
-                    ))
-                })?),
-            };
-            match state.verifier.authenticate(header) {
-                Ok(actor) => Ok(Caller { state, actor }),
-                Err(failure) => {
-                    tracing::debug!(reason = ?failure, "request not authenticated");
-                    Err(warp::reject::custom(ApiError::unauthorized(failure)))
+        .and_then(
+            |state: AppState, method: Method, path: FullPath, headers: HeaderMap| async move {
+                let request = audit_hook::request_info(&method, path.as_str());
+                let header = match headers.get(warp::http::header::AUTHORIZATION) {
+                    None => Ok(None),
+                    Some(value) => value
+                        .to_str()
+                        .map(Some)
+                        .map_err(|_| crate::auth::AuthFailure::Malformed),
+                };
+                match header.and_then(|header| state.verifier.authenticate(header)) {
+                    Ok(actor) => Ok(Caller {
+                        state,
+                        actor,
+                        request,
+                    }),
+                    Err(failure) => {
+                        tracing::debug!(reason = ?failure, "request not authenticated");
+                        audit_hook::authentication_failed(&state, &request, failure).await;
+                        Err(warp::reject::custom(ApiError::unauthorized(failure)))
+                    }
                 }
-            }
-        })
+            },
+        )
 }
 
 /// Parses the query string into parameters, rejecting a parameter given twice.
@@ -263,6 +321,14 @@ fn is_json_media_type(value: &str) -> bool {
         .to_ascii_lowercase();
     media_type == "application/json"
         || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+}
+
+/// Replies with `result`, auditing a 403 and a 401 that the service returned.
+async fn respond(caller: &Caller, result: Result<Response, ApiError>) -> Response {
+    if let Err(error) = &result {
+        audit_hook::request_failed(&caller.state, &caller.actor, &caller.request, error).await;
+    }
+    reply(result)
 }
 
 fn reply(result: Result<Response, ApiError>) -> Response {

@@ -32,6 +32,9 @@ pub enum Command {
     /// Rewrap the data keys with a new master key. Restart every server with the new key
     /// afterwards.
     RotateMasterKey(RotateMasterKeyConfig),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 /// The database and the master key, as `serve` finds them.
@@ -90,6 +93,28 @@ pub struct RotateMasterKeyConfig {
     pub new_master_key_file: Option<PathBuf>,
 }
 
+/// Subcommands of `integrations-server audit`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit hash chain and name the first edited, deleted or reordered event.
+    /// Exits 0 when the chain is intact, 1 when it is broken, 2 when the database cannot be
+    /// opened.
+    Verify(AuditVerifyConfig),
+}
+
+/// Settings of `integrations-server audit verify`.
+#[derive(Debug, Clone, Args)]
+pub struct AuditVerifyConfig {
+    /// Directory of the SQLite database, used when DATABASE_URL is unset.
+    #[arg(long, env = "INTEGRATIONS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `postgres://...` for PostgreSQL, `sqlite:...` for SQLite; unset uses
+    /// SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub database_url: Option<SecretString>,
+}
+
 /// Settings of `integrations-server serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -135,6 +160,15 @@ pub struct ServeConfig {
     /// Time limit of one platform probe, in milliseconds.
     #[arg(long, env = "INTEGRATIONS_PROBE_TIMEOUT_MS", default_value_t = 10_000)]
     pub probe_timeout_ms: u64,
+
+    /// Window, in milliseconds, in which repeated authentication failures and denied requests
+    /// of one caller and route are counted in one audit event instead of one event each.
+    #[arg(
+        long,
+        env = "INTEGRATIONS_AUDIT_REPEAT_WINDOW_MS",
+        default_value_t = 60_000
+    )]
+    pub audit_repeat_window_ms: u64,
 }
 
 /// Bearer token verification settings, also used by `token` for signing.

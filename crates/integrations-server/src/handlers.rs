@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use integrations_core::{
-    Actor, CredentialFilter, CredentialRecord, Integration, IntegrationService,
+    Actor, CredentialFilter, CredentialRecord, Integration, IntegrationService, RequestInfo,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -112,7 +112,13 @@ pub async fn read_credentials(
         project,
     };
 
-    let records = service.read_credentials(actor, filter).await?;
+    let request = RequestInfo {
+        method: "GET".to_owned(),
+        route: crate::audit_hook::CREDENTIALS_ROUTE.to_owned(),
+    };
+    let records = service
+        .read_credentials_for(actor, filter, Some(&request))
+        .await?;
     let entries: Vec<CredentialEntry<'_>> = records.iter().map(CredentialEntry::from).collect();
     // NOTE: the serialised response contains plaintext credentials in an ordinary buffer that
     // hyper owns once it is sent, so it is not wiped after the write.
@@ -179,18 +185,15 @@ pub async fn delete_project(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /audit?offset=&limit=`: audit events, newest first.
+/// `GET /audit?offset=&limit=&from=&to=&actor=&action=&integration=&project=`: audit events,
+/// newest first.
 pub async fn list_audit(
     service: &IntegrationService,
     actor: &Actor,
     query: QueryParams,
 ) -> Result<Response, ApiError> {
-    let mut query = Query::new(query);
-    let offset = query.take_u64("offset")?.unwrap_or(0);
-    let limit = query.take_u64("limit")?.unwrap_or(DEFAULT_AUDIT_LIMIT);
-    query.finish(&["offset", "limit"])?;
-
-    let events = service.list_audit(actor, offset, limit).await?;
+    let query = crate::audit_query::parse(query)?;
+    let events = service.search_audit(actor, query).await?;
     Ok(json(StatusCode::OK, &events))
 }
 
@@ -232,16 +235,16 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 }
 
 /// Query parameters consumed one by one; anything left over is an unknown parameter.
-struct Query {
+pub(crate) struct Query {
     params: QueryParams,
 }
 
 impl Query {
-    fn new(params: QueryParams) -> Self {
+    pub(crate) fn new(params: QueryParams) -> Self {
         Self { params }
     }
 
-    fn take(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+    pub(crate) fn take(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         match self.params.remove(name) {
             Some(value) if value.trim().is_empty() => Err(ApiError::bad_request(format!(
                 "query parameter {name} must not be empty"
@@ -250,7 +253,7 @@ impl Query {
         }
     }
 
-    fn take_u64(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
+    pub(crate) fn take_u64(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
         self.take(name)?
             .map(|value| {
                 value.parse::<u64>().map_err(|_| {
@@ -262,7 +265,7 @@ impl Query {
             .transpose()
     }
 
-    fn finish(self, expected: &[&str]) -> Result<(), ApiError> {
+    pub(crate) fn finish(self, expected: &[&str]) -> Result<(), ApiError> {
         let Some(name) = self.params.keys().next() else {
             return Ok(());
         };

@@ -7,6 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit_cli;
+pub mod audit_hook;
+pub mod audit_query;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -22,8 +25,8 @@ use integrations_core::IntegrationService;
 
 pub use api::routes;
 pub use config::{
-    Cli, Command, KeyedStoreConfig, RotateKeyConfig, RotateMasterKeyConfig, ServeConfig,
-    TokenConfig,
+    AuditCommand, Cli, Command, KeyedStoreConfig, RotateKeyConfig, RotateMasterKeyConfig,
+    ServeConfig, TokenConfig,
 };
 pub use server::{run, StartError};
 

@@ -1,4 +1,5 @@
-//! `integrations-server`: serves the sfp Integrations API, or prints a bearer token.
+//! `integrations-server`: serves the sfp Integrations API, prints a bearer token, or verifies
+//! the audit hash chain.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use integrations_core::Role;
 use integrations_server::auth::TokenSigner;
-use integrations_server::{rotation, Cli, Command, TokenConfig};
+use integrations_server::{rotation, AuditCommand, Cli, Command, TokenConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(config)) => serve(config),
         Some(Command::RotateKey(config)) => rotate_key(&config),
         Some(Command::RotateMasterKey(config)) => rotate_master_key(&config),
+        Some(Command::Audit(AuditCommand::Verify(config))) => verify_audit(&config),
         None => serve(cli.serve),
     }
 }
@@ -76,6 +78,17 @@ fn rotate_master_key(config: &integrations_server::RotateMasterKeyConfig) -> Exi
         }
         None => ExitCode::FAILURE,
     }
+}
+
+fn verify_audit(config: &integrations_server::config::AuditVerifyConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(error = %error, "failed to start the async runtime");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(integrations_server::audit_cli::verify(config))
 }
 
 fn print_token(config: &TokenConfig) -> ExitCode {

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use integrations_core::audit_throttle::AuditThrottle;
 use integrations_core::store::IntegrationQuery;
 use integrations_core::validation::UrlPolicy;
 use integrations_core::{
@@ -66,6 +67,9 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         }
     });
 
+    let throttle = state.service.audit_throttle().clone();
+    let flusher = tokio::spawn(flush_audit_counts(throttle.clone()));
+
     let routes = crate::routes(state);
     let (address, server) = warp::serve(routes)
         .try_bind_with_graceful_shutdown(config.listen, shutdown_signal())
@@ -80,8 +84,29 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         );
     }
     server.await;
+    flusher.abort();
+    let written = throttle.flush_all().await;
+    if written > 0 {
+        tracing::info!(
+            events = written,
+            "wrote pending counts of repeated audit events"
+        );
+    }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Writes the counts of repeated failure events whose window has closed. Checks four times
+/// per window, at most every 5 s and at least every 10 ms, so a count is written at most a
+/// quarter window (or 5 s) after its window closes.
+async fn flush_audit_counts(throttle: Arc<AuditThrottle>) {
+    let period = (throttle.window() / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        throttle.flush_expired().await;
+    }
 }
 
 /// Loads keys, opens the database and builds the service, checking that the master key opens
@@ -134,8 +159,9 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
         health_concurrency: config.health_concurrency.max(1),
         probe_timeout: Duration::from_millis(config.probe_timeout_ms),
     };
-    let service =
-        with_probes(IntegrationService::new(store, cipher, audit))?.with_settings(settings);
+    let service = with_probes(IntegrationService::new(store, cipher, audit))?
+        .with_settings(settings)
+        .with_audit_repeat_window(Duration::from_millis(config.audit_repeat_window_ms));
 
     let check = service
         .verify_master_key()
@@ -227,6 +253,7 @@ fn with_probes(mut service: IntegrationService) -> Result<IntegrationService, St
     Ok(service)
 }
 
+/// Opens the database `database_url` names, or the SQLite file in `data_dir` when it is unset.
 pub(crate) async fn open_store(
     database_url: Option<&SecretString>,
     data_dir: &Path,

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use integrations_core::audit_chain::ChainedEvent;
 use integrations_core::store::{
-    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
+    AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
 };
 use integrations_core::{
     AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredDataKey, StoredIntegration,
@@ -194,6 +195,18 @@ impl IntegrationStore for AnyStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner().ping().await
+    }
+
+    async fn search_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner().search_audit(query).await
+    }
+
+    async fn list_audit_chain(
+        &self,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<ChainedEvent>, StoreError> {
+        self.inner().list_audit_chain(after_seq, limit).await
     }
 }
 

@@ -53,6 +53,12 @@ pub(crate) fn time_from_text(column: &str, text: &str) -> Result<DateTime<Utc>, 
         .map_err(|error| StoreError::Corrupt(format!("column {column} is not RFC 3339: {error}")))
 }
 
+/// Decodes the `audit_events.count` column, which the stores write from a `u64`.
+pub(crate) fn count_from_column(count: i64) -> Result<u64, StoreError> {
+    u64::try_from(count)
+        .map_err(|_| StoreError::Corrupt(format!("column audit_events.count is negative: {count}")))
+}
+
 /// Filters of an audit event as stored.
 pub(crate) type Filters = BTreeMap<String, String>;
 

@@ -17,8 +17,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use integrations_core::audit_chain::{self, verify_chain, GENESIS_HASH};
 use integrations_core::store::{
-    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion,
+    AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion,
 };
 use integrations_core::{
     Actor, AuditAction, AuditEvent, AuditOutcome, AuditSink, AuthType, Integration,
@@ -137,6 +138,15 @@ macro_rules! conformance_tests {
             audit_sink_record,
             audit_with_changes,
             audit_rolled_back,
+            audit_chain_links,
+            audit_chain_every_writer,
+            audit_chain_concurrent,
+            audit_search_time_range,
+            audit_search_actor,
+            audit_search_action,
+            audit_search_integration,
+            audit_search_project,
+            audit_search_combined_paging,
             concurrent_default_inserts,
             concurrent_default_moves,
             ping_succeeds,
@@ -920,6 +930,7 @@ pub async fn audit_roundtrip<S: ConformanceStore>(store: S) {
         integration_ids: vec![Uuid::new_v4(), Uuid::new_v4()],
         filters,
         outcome: AuditOutcome::Denied,
+        count: 7,
     };
     store.append_audit(&recorded).await.expect("append audit");
 
@@ -1064,6 +1075,241 @@ pub async fn audit_rolled_back<S: ConformanceStore>(store: S) {
     assert!(!ids.contains(&failed_insert.id), "{ids:?}");
     assert!(!ids.contains(&failed_project.id), "{ids:?}");
     assert_eq!(ids.len(), 1);
+}
+
+// Audit chain.
+
+/// Appended events link up from the genesis hash, and verification walks all of them.
+pub async fn audit_chain_links<S: ConformanceStore>(store: S) {
+    // More than one verification batch, so the walk crosses a batch boundary.
+    let total = audit_chain::VERIFY_BATCH + 3;
+    for _ in 0..total {
+        store
+            .append_audit(&event(AuditAction::CredentialsRead))
+            .await
+            .expect("append audit");
+    }
+
+    let chain = store.list_audit_chain(0, 3).await.expect("list chain");
+    assert_eq!(chain.len(), 3);
+    assert_eq!(chain[0].prev_hash, GENESIS_HASH.to_vec());
+    assert_eq!(chain[1].prev_hash, chain[0].hash);
+    assert_eq!(chain[2].prev_hash, chain[1].hash);
+    assert!(chain[0].seq < chain[1].seq && chain[1].seq < chain[2].seq);
+    let after = store
+        .list_audit_chain(chain[2].seq, 1)
+        .await
+        .expect("list chain");
+    assert_eq!(after[0].prev_hash, chain[2].hash);
+
+    let verification = verify_chain(&store).await.expect("verify");
+    assert_eq!(verification.first_break, None);
+    assert_eq!(verification.checked, total);
+}
+
+/// Events written with changes and through the audit sink extend the same chain.
+pub async fn audit_chain_every_writer<S: ConformanceStore>(store: S) {
+    add_project(&store, "owner/repo").await;
+    let stored = global(Provider::Github, 0);
+    add(&store, &stored, &[]).await;
+    store
+        .update_integration(stored.integration.id, &make_default(), &update_event())
+        .await
+        .expect("update integration");
+    AuditSink::record(&store, &event(AuditAction::CredentialsRead))
+        .await
+        .expect("record");
+    store
+        .delete_integration(
+            stored.integration.id,
+            &event(AuditAction::IntegrationDeleted),
+        )
+        .await
+        .expect("delete integration");
+    store
+        .delete_project("owner/repo", &event(AuditAction::ProjectDeleted))
+        .await
+        .expect("delete project");
+
+    let verification = verify_chain(&store).await.expect("verify");
+    assert_eq!(verification.first_break, None);
+    assert_eq!(verification.checked, 6);
+}
+
+/// Tasks appending at the same time extend one chain instead of forking it.
+pub async fn audit_chain_concurrent<S: ConformanceStore>(store: S) {
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append_audit(&event(AuditAction::CredentialsRead))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let result = task.await.expect("task completes");
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    let verification = verify_chain(&store).await.expect("verify");
+    assert_eq!(verification.first_break, None);
+    assert_eq!(verification.checked, 20);
+}
+
+// Audit search.
+
+/// Appends events and returns their ids in the order given.
+async fn append_all<S: ConformanceStore>(store: &S, events: &[AuditEvent]) -> Vec<Uuid> {
+    for recorded in events {
+        store.append_audit(recorded).await.expect("append audit");
+    }
+    events.iter().map(|recorded| recorded.id).collect()
+}
+
+async fn search<S: ConformanceStore>(store: &S, query: AuditQuery) -> Vec<Uuid> {
+    store
+        .search_audit(&query)
+        .await
+        .expect("search audit")
+        .into_iter()
+        .map(|found| found.id)
+        .collect()
+}
+
+fn event_at(seconds: i64) -> AuditEvent {
+    AuditEvent {
+        at: base_time() + Duration::seconds(seconds),
+        ..event(AuditAction::CredentialsRead)
+    }
+}
+
+/// `from` and `to` are inclusive bounds.
+pub async fn audit_search_time_range<S: ConformanceStore>(store: S) {
+    let ids = append_all(&store, &[event_at(0), event_at(10), event_at(20)]).await;
+
+    let query = AuditQuery {
+        from: Some(base_time() + Duration::seconds(10)),
+        to: Some(base_time() + Duration::seconds(20)),
+        ..AuditQuery::default()
+    };
+    assert_eq!(search(&store, query).await, [ids[2], ids[1]]);
+    let query = AuditQuery {
+        to: Some(base_time() + Duration::seconds(10) - Duration::microseconds(1)),
+        ..AuditQuery::default()
+    };
+    assert_eq!(search(&store, query).await, [ids[0]]);
+    let query = AuditQuery {
+        from: Some(base_time() + Duration::seconds(21)),
+        ..AuditQuery::default()
+    };
+    assert_eq!(search(&store, query).await, Vec::<Uuid>::new());
+}
+
+/// `actor` matches the subject exactly, case included.
+pub async fn audit_search_actor<S: ConformanceStore>(store: S) {
+    let alice = AuditEvent {
+        actor_subject: "alice".into(),
+        ..event_at(0)
+    };
+    let upper = AuditEvent {
+        actor_subject: "Alice".into(),
+        ..event_at(1)
+    };
+    let ids = append_all(&store, &[alice, upper, event_at(2)]).await;
+
+    let query = AuditQuery {
+        actor: Some("alice".into()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(search(&store, query).await, [ids[0]]);
+}
+
+/// `action` selects one kind of event.
+pub async fn audit_search_action<S: ConformanceStore>(store: S) {
+    let denied = AuditEvent {
+        at: base_time() + Duration::seconds(1),
+        ..event(AuditAction::AccessDenied)
+    };
+    let failed = AuditEvent {
+        count: 4,
+        ..event(AuditAction::AuthenticationFailed)
+    };
+    let ids = append_all(&store, &[event_at(0), denied, failed]).await;
+
+    let query = AuditQuery {
+        action: Some(AuditAction::AccessDenied),
+        ..AuditQuery::default()
+    };
+    assert_eq!(search(&store, query).await, [ids[1]]);
+    let query = AuditQuery {
+        action: Some(AuditAction::AuthenticationFailed),
+        ..AuditQuery::default()
+    };
+    let found = store.search_audit(&query).await.expect("search audit");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].count, 4);
+}
+
+/// `integration` matches events that list the id among others.
+pub async fn audit_search_integration<S: ConformanceStore>(store: S) {
+    let wanted = Uuid::new_v4();
+    let both = event_at(0).with_integrations([Uuid::new_v4(), wanted]);
+    let other = event_at(1).with_integrations([Uuid::new_v4()]);
+    let only = event_at(2).with_integrations([wanted]);
+    let ids = append_all(&store, &[both, other, only, event_at(3)]).await;
+
+    let query = AuditQuery {
+        integration: Some(wanted),
+        ..AuditQuery::default()
+    };
+    assert_eq!(search(&store, query).await, [ids[2], ids[0]]);
+}
+
+/// `project` compares the event's project filter by project key, ignoring case.
+pub async fn audit_search_project<S: ConformanceStore>(store: S) {
+    let mixed = event_at(0).with_filter("project", "Owner/Repo");
+    let lower = event_at(1).with_filter("project", "owner/repo");
+    let unicode = event_at(2).with_filter("project", "ÄRGER/Répo");
+    let other = event_at(3).with_filter("project", "owner/other");
+    let ids = append_all(&store, &[mixed, lower, unicode, other, event_at(4)]).await;
+
+    let query = AuditQuery {
+        project_key: Some(integrations_core::model::project_key("OWNER/repo")),
+        ..AuditQuery::default()
+    };
+    assert_eq!(search(&store, query).await, [ids[1], ids[0]]);
+    let query = AuditQuery {
+        project_key: Some(integrations_core::model::project_key("ärger/répo")),
+        ..AuditQuery::default()
+    };
+    assert_eq!(search(&store, query).await, [ids[2]]);
+}
+
+/// Filters combine, and offset and limit page through the matches only.
+pub async fn audit_search_combined_paging<S: ConformanceStore>(store: S) {
+    let mut events = Vec::new();
+    for seconds in 0..6 {
+        let subject = if seconds % 2 == 0 { "even" } else { "odd" };
+        events.push(AuditEvent {
+            actor_subject: subject.into(),
+            ..event_at(seconds)
+        });
+    }
+    let ids = append_all(&store, &events).await;
+
+    let query = |offset, limit| AuditQuery {
+        actor: Some("even".into()),
+        action: Some(AuditAction::CredentialsRead),
+        from: Some(base_time() + Duration::seconds(1)),
+        offset,
+        limit,
+        ..AuditQuery::default()
+    };
+    assert_eq!(search(&store, query(0, 10)).await, [ids[4], ids[2]]);
+    assert_eq!(search(&store, query(1, 1)).await, [ids[2]]);
+    assert_eq!(search(&store, query(2, 1)).await, Vec::<Uuid>::new());
 }
 
 // Concurrency.

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use integrations_core::audit_chain::{self, ChainedEvent};
 use integrations_core::store::{
-    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
+    AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
 };
 use integrations_core::{
     AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredDataKey, StoredIntegration,
@@ -35,8 +36,9 @@ struct State {
     integrations: HashMap<Uuid, StoredIntegration>,
     /// Project keys of each scoped integration.
     links: HashMap<Uuid, BTreeSet<String>>,
-    /// Audit events in the order written.
-    audit: Vec<AuditEvent>,
+    /// Audit events in the order written, chained as the SQL stores chain them. The `seq` of
+    /// an event is its index plus one.
+    audit: Vec<ChainedEvent>,
     /// Data keys in the order added.
     data_keys: Vec<StoredDataKey>,
 }
@@ -57,6 +59,41 @@ impl MemoryStore {
 }
 
 impl State {
+    /// Appends `event` to the audit chain.
+    fn push_audit(&mut self, event: &AuditEvent) {
+        let previous = self
+            .audit
+            .last()
+            .map(|last| last.hash.clone())
+            .unwrap_or_else(|| audit_chain::GENESIS_HASH.to_vec());
+        let hash = audit_chain::chain_hash(&previous, event).to_vec();
+        let seq = i64::try_from(self.audit.len()).unwrap_or(i64::MAX - 1) + 1;
+        self.audit.push(ChainedEvent {
+            seq,
+            event: event.clone(),
+            prev_hash: previous,
+            hash,
+        });
+    }
+
+    /// Events matching `query`, newest first; among equal times the event written last first.
+    fn search_audit(&self, query: &AuditQuery) -> Vec<AuditEvent> {
+        let mut newest_first: Vec<&ChainedEvent> = self
+            .audit
+            .iter()
+            .filter(|stored| query.matches(&stored.event))
+            .collect();
+        newest_first.sort_by_key(|stored| std::cmp::Reverse((stored.event.at, stored.seq)));
+        let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        newest_first
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|stored| stored.event.clone())
+            .collect()
+    }
+
     /// Returns an integration with its project identifiers filled in, sorted.
     fn resolved(&self, id: Uuid) -> Option<StoredIntegration> {
         let mut stored = self.integrations.get(&id)?.clone();
@@ -135,7 +172,7 @@ impl IntegrationStore for MemoryStore {
             return Err(StoreError::DuplicateProject(project.identifier.clone()));
         }
         state.projects.insert(key, project.clone());
-        state.audit.push(audit.clone());
+        state.push_audit(audit);
         Ok(())
     }
 
@@ -167,7 +204,7 @@ impl IntegrationStore for MemoryStore {
                 keys.remove(key);
             }
         }
-        state.audit.push(audit.clone());
+        state.push_audit(audit);
         Ok(ProjectDeletion::Deleted {
             detached_integrations: detached,
         })
@@ -208,7 +245,7 @@ impl IntegrationStore for MemoryStore {
                 .links
                 .insert(metadata.id, project_keys.iter().cloned().collect());
         }
-        state.audit.push(audit.clone());
+        state.push_audit(audit);
         Ok(())
     }
 
@@ -290,7 +327,7 @@ impl IntegrationStore for MemoryStore {
         if let Some(updated_at) = changes.updated_at {
             stored.integration.updated_at = updated_at;
         }
-        state.audit.push(audit.clone());
+        state.push_audit(audit);
         Ok(state.resolved(id))
     }
 
@@ -300,7 +337,7 @@ impl IntegrationStore for MemoryStore {
             return Ok(false);
         }
         state.links.remove(&id);
-        state.audit.push(audit.clone());
+        state.push_audit(audit);
         Ok(true)
     }
 
@@ -418,29 +455,41 @@ impl IntegrationStore for MemoryStore {
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        self.lock().audit.push(event.clone());
+        self.lock().push_audit(event);
         Ok(())
     }
 
     async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
-        let state = self.lock();
-        // Newest first. Among equal times, the event written last comes first.
-        let mut newest_first: Vec<(usize, &AuditEvent)> = state.audit.iter().enumerate().collect();
-        newest_first.sort_by(|(left_seq, left), (right_seq, right)| {
-            (right.at, right_seq).cmp(&(left.at, left_seq))
-        });
-        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        Ok(newest_first
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .map(|(_, event)| event.clone())
-            .collect())
+        let query = AuditQuery {
+            offset,
+            limit,
+            ..AuditQuery::default()
+        };
+        Ok(self.lock().search_audit(&query))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn search_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        Ok(self.lock().search_audit(query))
+    }
+
+    async fn list_audit_chain(
+        &self,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<ChainedEvent>, StoreError> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(self
+            .lock()
+            .audit
+            .iter()
+            .filter(|stored| stored.seq > after_seq)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }
 

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use integrations_core::audit_chain::{self, ChainedEvent};
 use integrations_core::store::{
-    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
+    audit_project_key, AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery,
+    ProjectDeletion, SealedRow,
 };
 use integrations_core::{
     AuditEvent, AuditSink, Integration, IntegrationStore, Project, StoreError, StoredDataKey,
@@ -31,6 +33,15 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// Integration columns in the order [`decode_integration`] reads them.
 const INTEGRATION_COLUMNS: &str = "id, provider, auth_type, is_global, is_default, config, \
      credential_fields, sealed_credentials, created_at, updated_at";
+
+/// Audit event columns in the order [`decode_audit`] reads them.
+const AUDIT_COLUMNS: &str =
+    "id, at, actor_subject, actor_role, action, integration_ids, filters, outcome, count";
+
+/// Key of the transaction-scoped advisory lock that serializes appends to the audit chain.
+/// Any fixed number works as long as no other lock in the database uses it; these are the
+/// ASCII bytes of "auditchn".
+const AUDIT_CHAIN_LOCK: i64 = 0x6175_6469_7463_686e;
 
 /// PostgreSQL store. Cloning is cheap and shares the connection pool.
 ///
@@ -83,7 +94,70 @@ impl PostgresStore {
             .await
             .map_err(|error| map_connect_error(sqlx::Error::Migrate(Box::new(error))))?;
         tracing::debug!(url = %redacted_url, "connected PostgreSQL store");
-        Ok(Self { pool, redacted_url })
+        let store = Self { pool, redacted_url };
+        error::retry("chain audit events", is_retryable, || {
+            store.chain_unchained_once()
+        })
+        .await?;
+        Ok(store)
+    }
+
+    /// Chains the audit events written before the chain existed, in one transaction under the
+    /// chain lock. Later events are chained as they are written, so this updates no row after
+    /// the first connect to an upgraded database.
+    async fn chain_unchained_once(&self) -> Result<(), TxError> {
+        let mut transaction = self.pool.begin().await?;
+        lock_audit_chain(&mut transaction).await?;
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS}, seq, prev_hash, hash FROM audit_events \
+             WHERE hash IS NULL ORDER BY seq"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&mut *transaction).await?;
+        let unchained = rows
+            .iter()
+            .map(decode_chained)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = unchained.first() else {
+            return Ok(());
+        };
+
+        let mut previous: Vec<u8> = sqlx::query_scalar(
+            "SELECT hash FROM audit_events WHERE hash IS NOT NULL AND seq < $1 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(first.seq)
+        .fetch_optional(&mut *transaction)
+        .await?
+        .unwrap_or_else(|| audit_chain::GENESIS_HASH.to_vec());
+        for stored in &unchained {
+            let hash = audit_chain::chain_hash(&previous, &stored.event);
+            sqlx::query(
+                "UPDATE audit_events SET prev_hash = $1, hash = $2, project_key = $3 \
+                 WHERE seq = $4 AND hash IS NULL",
+            )
+            .bind(previous.as_slice())
+            .bind(hash.as_slice())
+            .bind(audit_project_key(&stored.event))
+            .bind(stored.seq)
+            .execute(&mut *transaction)
+            .await?;
+            previous = hash.to_vec();
+        }
+
+        transaction.commit().await?;
+        tracing::info!(
+            url = %self.redacted_url,
+            events = unchained.len(),
+            "chained audit events written before the audit chain existed"
+        );
+        Ok(())
+    }
+
+    async fn append_audit_once(&self, event: &AuditEvent) -> Result<(), TxError> {
+        let mut transaction = self.pool.begin().await?;
+        insert_audit(&mut transaction, event).await?;
+        transaction.commit().await?;
+        Ok(())
     }
 
     /// Returns the connection pool, for callers that need SQL of their own.
@@ -504,22 +578,23 @@ impl IntegrationStore for PostgresStore {
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let mut connection = self.pool.acquire().await.map_err(error::map_error)?;
-        insert_audit(&mut connection, event)
-            .await
-            .map_err(error::map_error)
+        error::retry("append audit event", is_retryable, || {
+            self.append_audit_once(event)
+        })
+        .await
     }
 
     async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, at, actor_subject, actor_role, action, integration_ids, filters, outcome \
-             FROM audit_events ORDER BY at DESC, seq DESC LIMIT $1 OFFSET $2",
-        )
-        .bind(clamp(limit))
-        .bind(clamp(offset))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(error::map_error)?;
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events ORDER BY at DESC, seq DESC \
+             LIMIT $1 OFFSET $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(clamp(limit))
+            .bind(clamp(offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::map_error)?;
         rows.iter().map(decode_audit).collect()
     }
 
@@ -529,6 +604,50 @@ impl IntegrationStore for PostgresStore {
             .await
             .map_err(error::map_error)?;
         Ok(())
+    }
+
+    async fn search_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events \
+             WHERE ($1::timestamptz IS NULL OR at >= $1) \
+             AND ($2::timestamptz IS NULL OR at <= $2) \
+             AND ($3::text IS NULL OR actor_subject = $3) \
+             AND ($4::text IS NULL OR action = $4) \
+             AND ($5::text IS NULL OR integration_ids::jsonb @> jsonb_build_array($5::text)) \
+             AND ($6::text IS NULL OR project_key = $6) \
+             ORDER BY at DESC, seq DESC LIMIT $7 OFFSET $8"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(query.from)
+            .bind(query.to)
+            .bind(query.actor.as_deref())
+            .bind(query.action.map(|action| action.as_str()))
+            .bind(query.integration.map(|id| id.to_string()))
+            .bind(query.project_key.as_deref())
+            .bind(clamp(query.limit))
+            .bind(clamp(query.offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::map_error)?;
+        rows.iter().map(decode_audit).collect()
+    }
+
+    async fn list_audit_chain(
+        &self,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<ChainedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS}, seq, prev_hash, hash FROM audit_events \
+             WHERE seq > $1 ORDER BY seq LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after_seq)
+            .bind(clamp(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::map_error)?;
+        rows.iter().map(decode_chained).collect()
     }
 }
 
@@ -682,13 +801,36 @@ async fn attach_projects(
     Ok(())
 }
 
+/// Takes the chain lock, which serializes chain appends from every process until the
+/// transaction ends.
+async fn lock_audit_chain(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_CHAIN_LOCK)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// Appends `event` to the audit chain. Must run inside a transaction: the chain lock taken
+/// here is held from reading the chain head until commit, so concurrent writers extend the
+/// chain one after another instead of forking it. Under READ COMMITTED the head query runs
+/// after the lock is granted, so it sees the event the previous holder committed.
 async fn insert_audit(
     connection: &mut PgConnection,
     event: &AuditEvent,
 ) -> Result<(), sqlx::Error> {
+    lock_audit_chain(&mut *connection).await?;
+    let previous: Vec<u8> = sqlx::query_scalar(
+        "SELECT hash FROM audit_events WHERE hash IS NOT NULL ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *connection)
+    .await?
+    .unwrap_or_else(|| audit_chain::GENESIS_HASH.to_vec());
+    let hash = audit_chain::chain_hash(&previous, event);
     sqlx::query(
         "INSERT INTO audit_events (id, at, actor_subject, actor_role, action, integration_ids, \
-         filters, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         filters, outcome, count, prev_hash, hash, project_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(event.id)
     .bind(event.at)
@@ -698,6 +840,10 @@ async fn insert_audit(
     .bind(codec::to_json(&event.integration_ids))
     .bind(codec::to_json(&event.filters))
     .bind(event.outcome.as_str())
+    .bind(clamp(event.count))
+    .bind(previous.as_slice())
+    .bind(hash.as_slice())
+    .bind(audit_project_key(event))
     .execute(connection)
     .await?;
     Ok(())
@@ -750,6 +896,21 @@ fn decode_audit(row: &PgRow) -> Result<AuditEvent, StoreError> {
         integration_ids: codec::from_json("audit_events.integration_ids", &text(5)?)?,
         filters: codec::from_json::<codec::Filters>("audit_events.filters", &text(6)?)?,
         outcome: codec::parse_name("audit_events.outcome", &text(7)?)?,
+        count: codec::count_from_column(row.try_get(8).map_err(error::map_error)?)?,
+    })
+}
+
+/// Decodes a row of the [`AUDIT_COLUMNS`] followed by `seq`, `prev_hash` and `hash`.
+fn decode_chained(row: &PgRow) -> Result<ChainedEvent, StoreError> {
+    let bytes = |index: usize| -> Result<Vec<u8>, StoreError> {
+        let value: Option<Vec<u8>> = row.try_get(index).map_err(error::map_error)?;
+        Ok(value.unwrap_or_default())
+    };
+    Ok(ChainedEvent {
+        event: decode_audit(row)?,
+        seq: row.try_get(9).map_err(error::map_error)?,
+        prev_hash: bytes(10)?,
+        hash: bytes(11)?,
     })
 }
 

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use integrations_core::audit_chain::{self, ChainedEvent};
 use integrations_core::store::{
-    DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
+    audit_project_key, AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery,
+    ProjectDeletion, SealedRow,
 };
 use integrations_core::{
     AuditEvent, AuditSink, Integration, IntegrationStore, Project, StoreError, StoredDataKey,
@@ -41,6 +43,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// Integration columns in the order [`decode_integration`] reads them.
 const INTEGRATION_COLUMNS: &str = "id, provider, auth_type, is_global, is_default, config, \
      credential_fields, sealed_credentials, created_at, updated_at";
+
+/// Audit event columns in the order [`decode_audit`] reads them.
+const AUDIT_COLUMNS: &str =
+    "id, at, actor_subject, actor_role, action, integration_ids, filters, outcome, count";
 
 /// SQLite store. Cloning is cheap and shares the connection pool.
 ///
@@ -115,7 +121,12 @@ impl SqliteStore {
             match Self::try_open(pool_options.clone(), options.clone()).await {
                 Ok(pool) => {
                     tracing::debug!(location = %location, "opened SQLite store");
-                    return Ok(Self { pool, location });
+                    let store = Self { pool, location };
+                    error::retry("chain audit events", is_retryable, || {
+                        store.chain_unchained_once()
+                    })
+                    .await?;
+                    return Ok(store);
                 }
                 Err(error) if attempts < OPEN_ATTEMPTS && is_busy(&error) => {
                     tracing::debug!(location = %location, attempts, "SQLite database busy while opening, retrying");
@@ -373,6 +384,56 @@ impl SqliteStore {
         Ok(true)
     }
 
+    /// Chains the audit events written before the chain existed, in one write transaction.
+    /// Later events are chained as they are written, so this updates no row after the first
+    /// open of an upgraded database.
+    async fn chain_unchained_once(&self) -> Result<(), TxError> {
+        let mut transaction = self.begin_write().await?;
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS}, seq, prev_hash, hash FROM audit_events \
+             WHERE hash IS NULL ORDER BY seq"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&mut *transaction).await?;
+        let unchained = rows
+            .iter()
+            .map(decode_chained)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = unchained.first() else {
+            return Ok(());
+        };
+
+        let mut previous: Vec<u8> = sqlx::query_scalar(
+            "SELECT hash FROM audit_events WHERE hash IS NOT NULL AND seq < ? \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(first.seq)
+        .fetch_optional(&mut *transaction)
+        .await?
+        .unwrap_or_else(|| audit_chain::GENESIS_HASH.to_vec());
+        for stored in &unchained {
+            let hash = audit_chain::chain_hash(&previous, &stored.event);
+            sqlx::query(
+                "UPDATE audit_events SET prev_hash = ?, hash = ?, project_key = ? \
+                 WHERE seq = ? AND hash IS NULL",
+            )
+            .bind(previous.as_slice())
+            .bind(hash.as_slice())
+            .bind(audit_project_key(&stored.event))
+            .bind(stored.seq)
+            .execute(&mut *transaction)
+            .await?;
+            previous = hash.to_vec();
+        }
+
+        transaction.commit().await?;
+        tracing::info!(
+            location = %self.location,
+            events = unchained.len(),
+            "chained audit events written before the audit chain existed"
+        );
+        Ok(())
+    }
+
     async fn append_audit_once(&self, event: &AuditEvent) -> Result<(), TxError> {
         let mut transaction = self.begin_write().await?;
         insert_audit(&mut transaction, event).await?;
@@ -557,15 +618,15 @@ impl IntegrationStore for SqliteStore {
     }
 
     async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, at, actor_subject, actor_role, action, integration_ids, filters, outcome \
-             FROM audit_events ORDER BY at DESC, seq DESC LIMIT ? OFFSET ?",
-        )
-        .bind(clamp(limit))
-        .bind(clamp(offset))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(error::map_error)?;
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events ORDER BY at DESC, seq DESC LIMIT ? OFFSET ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(clamp(limit))
+            .bind(clamp(offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::map_error)?;
         rows.iter().map(decode_audit).collect()
     }
 
@@ -575,6 +636,52 @@ impl IntegrationStore for SqliteStore {
             .await
             .map_err(error::map_error)?;
         Ok(())
+    }
+
+    async fn search_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        // Times are fixed-width UTC text, so text comparison is time comparison.
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events \
+             WHERE (?1 IS NULL OR at >= ?1) \
+             AND (?2 IS NULL OR at <= ?2) \
+             AND (?3 IS NULL OR actor_subject = ?3) \
+             AND (?4 IS NULL OR action = ?4) \
+             AND (?5 IS NULL OR EXISTS ( \
+                 SELECT 1 FROM json_each(audit_events.integration_ids) WHERE value = ?5)) \
+             AND (?6 IS NULL OR project_key = ?6) \
+             ORDER BY at DESC, seq DESC LIMIT ?7 OFFSET ?8"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(query.from.map(codec::time_to_text))
+            .bind(query.to.map(codec::time_to_text))
+            .bind(query.actor.as_deref())
+            .bind(query.action.map(|action| action.as_str()))
+            .bind(query.integration.map(|id| id.to_string()))
+            .bind(query.project_key.as_deref())
+            .bind(clamp(query.limit))
+            .bind(clamp(query.offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::map_error)?;
+        rows.iter().map(decode_audit).collect()
+    }
+
+    async fn list_audit_chain(
+        &self,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<ChainedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS}, seq, prev_hash, hash FROM audit_events \
+             WHERE seq > ? ORDER BY seq LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after_seq)
+            .bind(clamp(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::map_error)?;
+        rows.iter().map(decode_chained).collect()
     }
 }
 
@@ -711,13 +818,24 @@ async fn attach_projects(
     Ok(())
 }
 
+/// Appends `event` to the audit chain. Must run inside a write transaction (`BEGIN IMMEDIATE`),
+/// which holds the database write lock from reading the chain head until commit, so writers in
+/// any process extend the chain one after another instead of forking it.
 async fn insert_audit(
     connection: &mut SqliteConnection,
     event: &AuditEvent,
 ) -> Result<(), sqlx::Error> {
+    let previous: Vec<u8> = sqlx::query_scalar(
+        "SELECT hash FROM audit_events WHERE hash IS NOT NULL ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *connection)
+    .await?
+    .unwrap_or_else(|| audit_chain::GENESIS_HASH.to_vec());
+    let hash = audit_chain::chain_hash(&previous, event);
     sqlx::query(
         "INSERT INTO audit_events (id, at, actor_subject, actor_role, action, integration_ids, \
-         filters, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         filters, outcome, count, prev_hash, hash, project_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(event.id.to_string())
     .bind(codec::time_to_text(event.at))
@@ -727,6 +845,10 @@ async fn insert_audit(
     .bind(codec::to_json(&event.integration_ids))
     .bind(codec::to_json(&event.filters))
     .bind(event.outcome.as_str())
+    .bind(clamp(event.count))
+    .bind(previous.as_slice())
+    .bind(hash.as_slice())
+    .bind(audit_project_key(event))
     .execute(connection)
     .await?;
     Ok(())
@@ -781,5 +903,20 @@ fn decode_audit(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
         integration_ids: codec::from_json("audit_events.integration_ids", &text(5)?)?,
         filters: codec::from_json::<codec::Filters>("audit_events.filters", &text(6)?)?,
         outcome: codec::parse_name("audit_events.outcome", &text(7)?)?,
+        count: codec::count_from_column(row.try_get(8).map_err(error::map_error)?)?,
+    })
+}
+
+/// Decodes a row of the [`AUDIT_COLUMNS`] followed by `seq`, `prev_hash` and `hash`.
+fn decode_chained(row: &SqliteRow) -> Result<ChainedEvent, StoreError> {
+    let bytes = |index: usize| -> Result<Vec<u8>, StoreError> {
+        let value: Option<Vec<u8>> = row.try_get(index).map_err(error::map_error)?;
+        Ok(value.unwrap_or_default())
+    };
+    Ok(ChainedEvent {
+        event: decode_audit(row)?,
+        seq: row.try_get(9).map_err(error::map_error)?,
+        prev_hash: bytes(10)?,
+        hash: bytes(11)?,
     })
 }

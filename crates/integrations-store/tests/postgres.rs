@@ -302,3 +302,120 @@ async fn locked_table_is_unavailable() {
     })
     .await;
 }
+
+fn audit_event(subject: &str) -> integrations_core::AuditEvent {
+    integrations_core::AuditEvent::new(
+        &integrations_core::Actor::new(subject, integrations_core::Role::Owner),
+        integrations_core::AuditAction::CredentialsRead,
+        integrations_core::AuditOutcome::Success,
+    )
+}
+
+#[tokio::test]
+async fn audit_chain_two_stores_concurrent() {
+    with_database("audit_chain_two_stores_concurrent", |url| async move {
+        let first = PostgresStore::connect(&url).await.expect("connect first");
+        let second = PostgresStore::connect(&url).await.expect("connect second");
+        let tasks: Vec<_> = (0..40)
+            .map(|task| {
+                let store = if task % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                tokio::spawn(async move { store.append_audit(&audit_event("writer")).await })
+            })
+            .collect();
+        for task in tasks {
+            let result = task.await.expect("task completes");
+            assert!(result.is_ok(), "{result:?}");
+        }
+
+        let verification = integrations_core::audit_chain::verify_chain(&first)
+            .await
+            .expect("verify");
+        assert_eq!(verification.first_break, None);
+        assert_eq!(verification.checked, 40);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn audit_chain_detects_edit_and_delete() {
+    use integrations_core::audit_chain::{verify_chain, ChainBreakReason};
+    with_database("audit_chain_detects_edit_and_delete", |url| async move {
+        let (store, mut raw) = store_and_raw_connection(&url).await;
+        let events: Vec<_> = (0..4)
+            .map(|index| audit_event(&format!("user{index}")))
+            .collect();
+        for event in &events {
+            store.append_audit(event).await.expect("append audit");
+        }
+
+        sqlx::query("UPDATE audit_events SET actor_subject = 'mallory' WHERE id = $1")
+            .bind(events[2].id)
+            .execute(&mut raw)
+            .await
+            .expect("edit event");
+        let broken = verify_chain(&store).await.expect("verify").first_break;
+        let broken = broken.expect("edit detected");
+        assert_eq!(broken.id, events[2].id);
+        assert_eq!(broken.reason, ChainBreakReason::Edited);
+
+        sqlx::query("UPDATE audit_events SET actor_subject = 'user2' WHERE id = $1")
+            .bind(events[2].id)
+            .execute(&mut raw)
+            .await
+            .expect("undo edit");
+        sqlx::query("DELETE FROM audit_events WHERE id = $1")
+            .bind(events[1].id)
+            .execute(&mut raw)
+            .await
+            .expect("delete event");
+        let broken = verify_chain(&store).await.expect("verify").first_break;
+        let broken = broken.expect("deletion detected");
+        assert_eq!(broken.id, events[2].id);
+        assert_eq!(broken.reason, ChainBreakReason::PreviousMismatch);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn audit_chain_upgrades_unchained_rows() {
+    with_database("audit_chain_upgrades_unchained_rows", |url| async move {
+        let (store, mut raw) = store_and_raw_connection(&url).await;
+        // Rows as a binary from before the chain wrote them: no count, hashes or project key.
+        for subject in ["old1", "old2", "old3"] {
+            sqlx::query(
+                "INSERT INTO audit_events (id, at, actor_subject, actor_role, action, \
+                 integration_ids, filters, outcome) VALUES ($1, now(), $2, 'owner', \
+                 'project_created', '[]', '{\"project\":\"Owner/Repo\"}', 'success')",
+            )
+            .bind(Uuid::new_v4())
+            .bind(subject)
+            .execute(&mut raw)
+            .await
+            .expect("insert unchained row");
+        }
+        store.close().await;
+
+        let reopened = PostgresStore::connect(&url).await.expect("reconnect");
+        reopened
+            .append_audit(&audit_event("new"))
+            .await
+            .expect("append audit");
+
+        let verification = integrations_core::audit_chain::verify_chain(&reopened)
+            .await
+            .expect("verify");
+        assert_eq!(verification.first_break, None);
+        assert_eq!(verification.checked, 4);
+        let query = integrations_core::AuditQuery {
+            project_key: Some("owner/repo".into()),
+            ..Default::default()
+        };
+        let found = reopened.search_audit(&query).await.expect("search audit");
+        assert_eq!(found.len(), 3);
+    })
+    .await;
+}

@@ -211,3 +211,124 @@ async fn debug_names_location() {
     let debug = format!("{store:?}");
     assert!(debug.contains(DATABASE_FILE), "{debug}");
 }
+
+fn audit_event(subject: &str) -> integrations_core::AuditEvent {
+    integrations_core::AuditEvent::new(
+        &integrations_core::Actor::new(subject, integrations_core::Role::Owner),
+        integrations_core::AuditAction::CredentialsRead,
+        integrations_core::AuditOutcome::Success,
+    )
+}
+
+#[tokio::test]
+async fn audit_chain_two_stores_concurrent() {
+    use integrations_core::IntegrationStore;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let first = SqliteStore::open_in_dir(directory.path())
+        .await
+        .expect("open first");
+    let second = SqliteStore::open_in_dir(directory.path())
+        .await
+        .expect("open second");
+    let tasks: Vec<_> = (0..40)
+        .map(|task| {
+            let store = if task % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            tokio::spawn(async move { store.append_audit(&audit_event("writer")).await })
+        })
+        .collect();
+    for task in tasks {
+        let result = task.await.expect("task completes");
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    let verification = integrations_core::audit_chain::verify_chain(&first)
+        .await
+        .expect("verify");
+    assert_eq!(verification.first_break, None);
+    assert_eq!(verification.checked, 40);
+}
+
+#[tokio::test]
+async fn audit_chain_detects_edit_and_delete() {
+    use integrations_core::audit_chain::{verify_chain, ChainBreakReason};
+    use integrations_core::IntegrationStore;
+    let (_directory, store, raw) = store_and_raw_pool().await;
+    let events: Vec<_> = (0..4)
+        .map(|index| audit_event(&format!("user{index}")))
+        .collect();
+    for event in &events {
+        store.append_audit(event).await.expect("append audit");
+    }
+
+    sqlx::query("UPDATE audit_events SET actor_subject = 'mallory' WHERE id = ?")
+        .bind(events[2].id.to_string())
+        .execute(&raw)
+        .await
+        .expect("edit event");
+    let broken = verify_chain(&store).await.expect("verify").first_break;
+    let broken = broken.expect("edit detected");
+    assert_eq!(broken.id, events[2].id);
+    assert_eq!(broken.reason, ChainBreakReason::Edited);
+
+    sqlx::query("UPDATE audit_events SET actor_subject = 'user2' WHERE id = ?")
+        .bind(events[2].id.to_string())
+        .execute(&raw)
+        .await
+        .expect("undo edit");
+    sqlx::query("DELETE FROM audit_events WHERE id = ?")
+        .bind(events[1].id.to_string())
+        .execute(&raw)
+        .await
+        .expect("delete event");
+    let broken = verify_chain(&store).await.expect("verify").first_break;
+    let broken = broken.expect("deletion detected");
+    assert_eq!(broken.id, events[2].id);
+    assert_eq!(broken.reason, ChainBreakReason::PreviousMismatch);
+}
+
+#[tokio::test]
+async fn audit_chain_upgrades_unchained_rows() {
+    use integrations_core::IntegrationStore;
+    let (directory, store, raw) = store_and_raw_pool().await;
+    // Rows as a binary from before the chain wrote them: no count, hashes or project key.
+    for (index, subject) in ["old1", "old2", "old3"].iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO audit_events (id, at, actor_subject, actor_role, action, \
+             integration_ids, filters, outcome) VALUES (?, ?, ?, 'owner', 'project_created', \
+             '[]', '{\"project\":\"Owner/Repo\"}', 'success')",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        // Nanoseconds, as the store wrote them before event times were truncated.
+        .bind(format!("2024-05-01T12:00:0{index}.123456789Z"))
+        .bind(subject)
+        .execute(&raw)
+        .await
+        .expect("insert unchained row");
+    }
+    store.close().await;
+    raw.close().await;
+
+    let reopened = SqliteStore::open_in_dir(directory.path())
+        .await
+        .expect("reopen store");
+    reopened
+        .append_audit(&audit_event("new"))
+        .await
+        .expect("append audit");
+
+    let verification = integrations_core::audit_chain::verify_chain(&reopened)
+        .await
+        .expect("verify");
+    assert_eq!(verification.first_break, None);
+    assert_eq!(verification.checked, 4);
+    let query = integrations_core::AuditQuery {
+        project_key: Some("owner/repo".into()),
+        ..Default::default()
+    };
+    let found = reopened.search_audit(&query).await.expect("search audit");
+    assert_eq!(found.len(), 3);
+}
