@@ -28,6 +28,10 @@ pub enum AuditAction {
     ProjectCreated,
     /// A project was deleted.
     ProjectDeleted,
+    /// An application token was created.
+    ApplicationTokenCreated,
+    /// An application token was revoked.
+    ApplicationTokenRevoked,
 }
 
 impl AuditAction {
@@ -40,6 +44,8 @@ impl AuditAction {
             AuditAction::CredentialsRead => "credentials_read",
             AuditAction::ProjectCreated => "project_created",
             AuditAction::ProjectDeleted => "project_deleted",
+            AuditAction::ApplicationTokenCreated => "application_token_created",
+            AuditAction::ApplicationTokenRevoked => "application_token_revoked",
         }
     }
 }
@@ -55,6 +61,8 @@ impl std::str::FromStr for AuditAction {
             AuditAction::CredentialsRead,
             AuditAction::ProjectCreated,
             AuditAction::ProjectDeleted,
+            AuditAction::ApplicationTokenCreated,
+            AuditAction::ApplicationTokenRevoked,
         ]
         .into_iter()
         .find(|action| action.as_str() == value)

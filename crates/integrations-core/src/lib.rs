@@ -12,6 +12,7 @@ pub mod model;
 pub mod probe;
 pub mod service;
 pub mod store;
+pub mod tokens;
 pub mod validation;
 
 pub use audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink};
@@ -25,3 +26,7 @@ pub use service::{
     MasterKeyCheck, NewIntegration, NewProject, OverallHealth, PlatformHealth, ServiceSettings,
 };
 pub use store::{IntegrationStore, StoreError, StoredIntegration};
+pub use tokens::{
+    ApplicationToken, ApplicationTokenRecord, CreatedApplicationToken, RevokeResult,
+    TokenAuthError, TokenSecret,
+};

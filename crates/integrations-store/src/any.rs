@@ -3,7 +3,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use integrations_core::store::{IntegrationChanges, IntegrationQuery, ProjectDeletion};
+use integrations_core::tokens::{
+    ApplicationToken, ApplicationTokenRecord, RevokeResult, TokenHash,
+};
 use integrations_core::{
     AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredIntegration,
 };
@@ -151,6 +155,34 @@ impl IntegrationStore for AnyStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner().ping().await
+    }
+
+    async fn insert_application_token(
+        &self,
+        record: &ApplicationTokenRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.inner().insert_application_token(record, audit).await
+    }
+
+    async fn list_application_tokens(&self) -> Result<Vec<ApplicationToken>, StoreError> {
+        self.inner().list_application_tokens().await
+    }
+
+    async fn find_application_token_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<ApplicationTokenRecord>, StoreError> {
+        self.inner().find_application_token_by_hash(hash).await
+    }
+
+    async fn revoke_application_token(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<RevokeResult, StoreError> {
+        self.inner().revoke_application_token(id, at, audit).await
     }
 }
 
