@@ -225,7 +225,9 @@ async fn connect_concurrently_on_empty_database() {
             .fetch_one(stores[0].pool())
             .await
             .expect("count migrations");
-        assert_eq!(applied, 1);
+        // Each migration is applied once, however many processes raced to apply it.
+        let migrations = sqlx::migrate!("./migrations/postgres").iter().count();
+        assert_eq!(applied, i64::try_from(migrations).unwrap());
     })
     .await;
 }
