@@ -9,6 +9,7 @@ use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use crate::application_tokens;
 use crate::body;
 use crate::error::{self, ApiError};
 use crate::handlers::{self, QueryParams};
@@ -34,6 +35,8 @@ pub fn routes(
     let api = warp::path("sfp").and(warp::path("api")).and(
         integration_routes(&state)
             .or(project_routes(&state))
+            .unify()
+            .or(application_token_routes(&state))
             .unify(),
     );
 
@@ -162,6 +165,33 @@ fn project_routes(
         .boxed()
 }
 
+fn application_token_routes(
+    state: &AppState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let list = warp::path!("application-tokens")
+        .and(warp::get())
+        .and(authenticated(state))
+        .and(query())
+        .then(|caller: Caller, query| async move {
+            reply(application_tokens::list(&caller.state.service, &caller.actor, query).await)
+        });
+    let create = warp::path!("application-tokens")
+        .and(warp::post())
+        .and(authenticated(state))
+        .and(json_body())
+        .then(|caller: Caller, body: Bytes| async move {
+            reply(application_tokens::create(&caller.state.service, &caller.actor, body).await)
+        });
+    let revoke = warp::path!("application-tokens" / String)
+        .and(warp::delete())
+        .and(authenticated(state))
+        .then(|id: String, caller: Caller| async move {
+            reply(application_tokens::revoke(&caller.state.service, &caller.actor, &id).await)
+        });
+
+    list.or(create).unify().or(revoke).unify().boxed()
+}
+
 /// Matches `/projects/{identifier}` where the identifier is the rest of the path, so both
 /// `flxbl-io%2Fsf-core` and `flxbl-io/sf-core` name the same project. warp's `path::param`
 /// would not decode `%2F`, so the tail is percent-decoded here.
@@ -201,12 +231,9 @@ fn authenticated(state: &AppState) -> impl Filter<Extract = (Caller,), Error = R
                     ))
                 })?),
             };
-            match state.verifier.authenticate(header) {
+            match crate::auth::authenticate(&state, header).await {
                 Ok(actor) => Ok(Caller { state, actor }),
-                Err(failure) => {
-                    tracing::debug!(reason = ?failure, "request not authenticated");
-                    Err(warp::reject::custom(ApiError::unauthorized(failure)))
-                }
+                Err(error) => Err(warp::reject::custom(error)),
             }
         })
 }

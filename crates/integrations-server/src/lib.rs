@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod application_tokens;
 pub mod auth;
 pub mod body;
 pub mod config;
