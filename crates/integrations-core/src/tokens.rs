@@ -107,7 +107,7 @@ impl TokenSecret {
             TOKEN_PREFIX.len() + TOKEN_ENCODED_LEN,
         ));
         text.push_str(TOKEN_PREFIX);
-        URL_SAFE_NO_PAD.encode_string(random.as_slice(), &mut *text);
+        URL_SAFE_NO_PAD.encode_string(random.as_slice(), &mut text);
         Self(text)
     }
 

@@ -50,7 +50,7 @@ pub async fn create(
         metadata: &created.token,
         token: created.secret.expose(),
     };
-    // NOTE: the serialised body holds the secret in a buffer that hyper owns once it is sent,
+    // NOTE: the serialised body contains the secret in a buffer that hyper owns once it is sent,
     // so that copy is not wiped.
     let mut response =
         warp::reply::with_status(warp::reply::json(&reply), StatusCode::CREATED).into_response();

@@ -188,9 +188,9 @@ fn bearer_token(header: Option<&str>) -> Result<&str, AuthFailure> {
     Ok(token)
 }
 
-/// Authenticates an `Authorization` header value: an `intg_` application token is looked up in
-/// the store on every request, so a revocation by any process applies at once; any other bearer
-/// value is verified as a JWT.
+/// Authenticates an `Authorization` header value. An `intg_` application token is looked up in
+/// the store on every request, so that a revocation by any process applies at once. Any other
+/// bearer value is verified as a JWT.
 ///
 /// A store that cannot be reached gives the service's 503, not a 401, so that callers retry
 /// instead of discarding a valid token.

@@ -84,7 +84,7 @@ impl PostgresStore {
         audit: &AuditEvent,
     ) -> Result<RevokeResult, TxError> {
         let mut transaction = self.pool.begin().await?;
-        // The update locks the row, so of two concurrent revocations only one sees it unrevoked
+        // The update locks the row, so of two concurrent revocations only one finds it unrevoked
         // and writes the audit event.
         let revoked = sqlx::query(
             "UPDATE application_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",

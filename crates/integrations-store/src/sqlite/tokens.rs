@@ -106,7 +106,7 @@ impl SqliteStore {
     }
 }
 
-/// The error for a token whose id or hash is taken. The hash is left out of the message.
+/// Builds the error for a token whose id or hash is taken, leaving the hash out of the message.
 fn duplicate_token(id: Uuid) -> StoreError {
     StoreError::Conflict(format!("application token {id} or its hash already exists"))
 }
