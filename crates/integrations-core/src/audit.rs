@@ -36,6 +36,10 @@ pub enum AuditAction {
     AuthenticationFailed,
     /// The caller's role does not allow the request (HTTP 403).
     AccessDenied,
+    /// An application token was created.
+    ApplicationTokenCreated,
+    /// An application token was revoked.
+    ApplicationTokenRevoked,
 }
 
 impl AuditAction {
@@ -52,11 +56,13 @@ impl AuditAction {
             AuditAction::MasterKeyChanged => "master_key_changed",
             AuditAction::AuthenticationFailed => "authentication_failed",
             AuditAction::AccessDenied => "access_denied",
+            AuditAction::ApplicationTokenCreated => "application_token_created",
+            AuditAction::ApplicationTokenRevoked => "application_token_revoked",
         }
     }
 
     /// Every action, in declaration order.
-    pub const ALL: [AuditAction; 10] = [
+    pub const ALL: [AuditAction; 12] = [
         AuditAction::IntegrationCreated,
         AuditAction::IntegrationUpdated,
         AuditAction::IntegrationDeleted,
@@ -67,6 +73,8 @@ impl AuditAction {
         AuditAction::MasterKeyChanged,
         AuditAction::AuthenticationFailed,
         AuditAction::AccessDenied,
+        AuditAction::ApplicationTokenCreated,
+        AuditAction::ApplicationTokenRevoked,
     ];
 }
 

@@ -15,6 +15,7 @@ pub mod model;
 pub mod probe;
 pub mod service;
 pub mod store;
+pub mod tokens;
 pub mod validation;
 
 pub use audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink};
@@ -30,3 +31,7 @@ pub use service::{
     ServiceSettings,
 };
 pub use store::{AuditQuery, IntegrationStore, StoreError, StoredDataKey, StoredIntegration};
+pub use tokens::{
+    ApplicationToken, ApplicationTokenRecord, CreatedApplicationToken, RevokeResult,
+    TokenAuthError, TokenSecret,
+};

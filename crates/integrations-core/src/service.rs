@@ -159,7 +159,7 @@ pub struct HealthReport {
 /// that skips HTTP still gets the server's access rules.
 #[derive(Clone)]
 pub struct IntegrationService {
-    store: Arc<dyn IntegrationStore>,
+    pub(crate) store: Arc<dyn IntegrationStore>,
     cipher: Arc<dyn CredentialCipher>,
     audit: Arc<dyn AuditSink>,
     probes: Vec<Arc<dyn PlatformProbe>>,
@@ -1035,7 +1035,7 @@ fn check_credentials_access(actor: &Actor, filter: &CredentialFilter) -> Result<
     }
 }
 
-fn require_owner(actor: &Actor) -> Result<(), ServiceError> {
+pub(crate) fn require_owner(actor: &Actor) -> Result<(), ServiceError> {
     if actor.role == Role::Owner {
         Ok(())
     } else {

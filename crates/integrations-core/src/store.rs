@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::audit::{AuditAction, AuditEvent};
 use crate::audit_chain::ChainedEvent;
 use crate::model::{project_key, AuthType, Integration, Project, Provider};
+use crate::tokens::{ApplicationToken, ApplicationTokenRecord, RevokeResult, TokenHash};
 
 /// Error from a store.
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +275,32 @@ pub trait IntegrationStore: Send + Sync + fmt::Debug {
         after_seq: i64,
         limit: u64,
     ) -> Result<Vec<ChainedEvent>, StoreError>;
+
+    /// Inserts an application token with the `audit` event in one transaction. A token whose id
+    /// or hash is already stored is a [`StoreError::Conflict`].
+    async fn insert_application_token(
+        &self,
+        record: &ApplicationTokenRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Lists application token metadata, oldest first, then by id.
+    async fn list_application_tokens(&self) -> Result<Vec<ApplicationToken>, StoreError>;
+
+    /// Finds an application token by the SHA-256 hash of its secret, revoked or not.
+    async fn find_application_token_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<ApplicationTokenRecord>, StoreError>;
+
+    /// Marks an application token revoked at `at`. The `audit` event is written in the same
+    /// transaction, and only when this call revokes the token.
+    async fn revoke_application_token(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<RevokeResult, StoreError>;
 }
 
 /// Filter and page of an audit log search. Every `Some` field narrows the result.

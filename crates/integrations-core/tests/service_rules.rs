@@ -3,11 +3,16 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use integrations_core::audit::{AuditAction, AuditOutcome};
 use integrations_core::audit_chain::ChainedEvent;
 use integrations_core::store::{
     AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
     StoredDataKey, StoredIntegration,
+};
+use integrations_core::tokens::{
+    hash_token, ApplicationToken, ApplicationTokenRecord, RevokeResult, TokenAuthError, TokenHash,
+    TokenSecret,
 };
 use integrations_core::{
     Actor, Aes256GcmCipher, AuditEvent, AuditSink, AuthType, CredentialFilter, Credentials,
@@ -55,6 +60,22 @@ mock! {
         async fn replace_sealed(&self, id: Uuid, expected: &[u8], sealed: &[u8]) -> Result<bool, StoreError>;
         async fn search_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
         async fn list_audit_chain(&self, after_seq: i64, limit: u64) -> Result<Vec<ChainedEvent>, StoreError>;
+        async fn insert_application_token(
+            &self,
+            record: &ApplicationTokenRecord,
+            audit: &AuditEvent,
+        ) -> Result<(), StoreError>;
+        async fn list_application_tokens(&self) -> Result<Vec<ApplicationToken>, StoreError>;
+        async fn find_application_token_by_hash(
+            &self,
+            hash: &TokenHash,
+        ) -> Result<Option<ApplicationTokenRecord>, StoreError>;
+        async fn revoke_application_token(
+            &self,
+            id: Uuid,
+            at: DateTime<Utc>,
+            audit: &AuditEvent,
+        ) -> Result<RevokeResult, StoreError>;
     }
 }
 
@@ -385,4 +406,236 @@ async fn unreadable_row_fails_one_project() {
         report.platforms[0].message
     );
     assert!(!report.platforms[0].message.contains("ghp_unreadable"));
+}
+
+// ----- application tokens -----
+
+/// A stored token for `secret`, created an hour ago and expiring `expires_in` from now.
+fn token_record(secret: &TokenSecret, expires_in: chrono::Duration) -> ApplicationTokenRecord {
+    let now = Utc::now();
+    ApplicationTokenRecord {
+        token: ApplicationToken {
+            id: Uuid::new_v4(),
+            name: "ci".into(),
+            created_at: now - chrono::Duration::hours(1),
+            expires_at: now + expires_in,
+            revoked_at: None,
+            created_by: "alice".into(),
+        },
+        token_hash: secret.hash(),
+    }
+}
+
+fn store_finding(record: ApplicationTokenRecord) -> MockStore {
+    let mut store = MockStore::new();
+    store
+        .expect_find_application_token_by_hash()
+        .returning(move |hash| Ok((hash == &record.token_hash).then(|| record.clone())));
+    store
+}
+
+#[tokio::test]
+async fn token_create_stores_hash_only() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let captured: Arc<std::sync::Mutex<Option<(ApplicationTokenRecord, AuditEvent)>>> =
+        Arc::default();
+    let slot = Arc::clone(&captured);
+    let mut store = MockStore::new();
+    store
+        .expect_insert_application_token()
+        .times(1)
+        .returning(move |record, audit| {
+            *slot.lock().unwrap() = Some((record.clone(), audit.clone()));
+            Ok(())
+        });
+    let service = service(store, MockSink::new(), &cipher);
+
+    let created = service
+        .create_application_token(&owner(), "  deploy  ", None)
+        .await
+        .unwrap();
+
+    let (record, audit) = captured.lock().unwrap().clone().unwrap();
+    let secret = created.secret.expose();
+    assert!(secret.starts_with("intg_"), "{secret}");
+    assert_eq!(record.token_hash, hash_token(secret));
+    assert_eq!(record.token, created.token);
+    assert_eq!(created.token.name, "deploy");
+    assert_eq!(created.token.created_by, "alice");
+    assert_eq!(
+        created.token.expires_at - created.token.created_at,
+        chrono::Duration::days(30)
+    );
+    assert_eq!(audit.action, AuditAction::ApplicationTokenCreated);
+    let filter_names: Vec<&str> = audit.filters.keys().map(String::as_str).collect();
+    assert_eq!(filter_names, ["name", "token_id"]);
+    assert_eq!(audit.filters["token_id"], created.token.id.to_string());
+    assert!(!format!("{audit:?}").contains(&secret[5..]));
+    assert!(!format!("{created:?}").contains(&secret[5..]));
+}
+
+#[tokio::test]
+async fn token_management_owner_only() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut store = MockStore::new();
+    store.expect_insert_application_token().never();
+    store.expect_list_application_tokens().never();
+    store.expect_revoke_application_token().never();
+    let service = service(store, MockSink::new(), &cipher);
+
+    for role in [Role::Member, Role::Application] {
+        let actor = Actor::new("someone", role);
+        let created = service.create_application_token(&actor, "ci", None).await;
+        assert!(matches!(created, Err(ServiceError::Forbidden(_))), "{role}");
+        let listed = service.list_application_tokens(&actor).await;
+        assert!(matches!(listed, Err(ServiceError::Forbidden(_))), "{role}");
+        let revoked = service
+            .revoke_application_token(&actor, Uuid::new_v4())
+            .await;
+        assert!(matches!(revoked, Err(ServiceError::Forbidden(_))), "{role}");
+    }
+}
+
+#[tokio::test]
+async fn token_bad_input_named() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut store = MockStore::new();
+    store.expect_insert_application_token().never();
+    let service = service(store, MockSink::new(), &cipher);
+
+    let cases = [
+        ("", Some(30), "name"),
+        ("bell\u{7}", Some(30), "name"),
+        ("ci", Some(0), "expiresIn"),
+        ("ci", Some(366), "expiresIn"),
+    ];
+    for (name, days, expected_field) in cases {
+        let result = service.create_application_token(&owner(), name, days).await;
+        let Err(ServiceError::InvalidInput { field, .. }) = result else {
+            panic!("{name:?} {days:?}: expected InvalidInput, got {result:?}");
+        };
+        assert_eq!(field, expected_field);
+    }
+}
+
+#[tokio::test]
+async fn token_authenticates_as_application() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let secret = TokenSecret::generate();
+    let record = token_record(&secret, chrono::Duration::days(1));
+    let id = record.token.id;
+    let service = service(store_finding(record), MockSink::new(), &cipher);
+
+    let actor = service
+        .authenticate_application_token(secret.expose())
+        .await
+        .unwrap();
+
+    assert_eq!(actor.role, Role::Application);
+    assert_eq!(actor.subject, format!("application-token:{id}"));
+}
+
+#[tokio::test]
+async fn token_revoked_rejected() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let secret = TokenSecret::generate();
+    let mut record = token_record(&secret, chrono::Duration::days(1));
+    record.token.revoked_at = Some(Utc::now());
+    let service = service(store_finding(record), MockSink::new(), &cipher);
+
+    let result = service
+        .authenticate_application_token(secret.expose())
+        .await;
+    assert_eq!(result, Err(TokenAuthError::Revoked));
+}
+
+#[tokio::test]
+async fn token_expired_rejected() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let secret = TokenSecret::generate();
+    let record = token_record(&secret, -chrono::Duration::seconds(1));
+    let service = service(store_finding(record), MockSink::new(), &cipher);
+
+    let result = service
+        .authenticate_application_token(secret.expose())
+        .await;
+    assert_eq!(result, Err(TokenAuthError::Expired));
+}
+
+#[tokio::test]
+async fn token_unknown_invalid() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let stored = TokenSecret::generate();
+    let record = token_record(&stored, chrono::Duration::days(1));
+    let service = service(store_finding(record), MockSink::new(), &cipher);
+
+    let other = TokenSecret::generate();
+    let result = service.authenticate_application_token(other.expose()).await;
+    assert_eq!(result, Err(TokenAuthError::Invalid));
+}
+
+#[tokio::test]
+async fn token_malformed_skips_store() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut store = MockStore::new();
+    store.expect_find_application_token_by_hash().never();
+    let service = service(store, MockSink::new(), &cipher);
+
+    for text in ["intg_short", "intg_", "eyJhbGciOiJIUzI1NiJ9.e30.x"] {
+        let result = service.authenticate_application_token(text).await;
+        assert_eq!(result, Err(TokenAuthError::Invalid), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn token_store_failure_unavailable() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let mut store = MockStore::new();
+    store
+        .expect_find_application_token_by_hash()
+        .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
+    let service = service(store, MockSink::new(), &cipher);
+
+    let secret = TokenSecret::generate();
+    let result = service
+        .authenticate_application_token(secret.expose())
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(TokenAuthError::Service(ServiceError::Unavailable(_)))
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn token_revoke_outcomes() {
+    let cipher = Aes256GcmCipher::new(&MasterKey::generate());
+    let missing = Uuid::new_v4();
+    let mut store = MockStore::new();
+    store
+        .expect_revoke_application_token()
+        .withf(|_, _, audit| {
+            audit.action == AuditAction::ApplicationTokenRevoked
+                && audit.filters.keys().eq(["token_id"])
+        })
+        .returning(move |id, _, _| {
+            Ok(if id == missing {
+                RevokeResult::NotFound
+            } else {
+                RevokeResult::AlreadyRevoked
+            })
+        });
+    let service = service(store, MockSink::new(), &cipher);
+
+    let repeated = service
+        .revoke_application_token(&owner(), Uuid::new_v4())
+        .await;
+    assert_eq!(repeated, Ok(()));
+    let unknown = service.revoke_application_token(&owner(), missing).await;
+    assert_eq!(
+        unknown,
+        Err(ServiceError::NotFound("Application token not found".into()))
+    );
 }

@@ -10,6 +10,7 @@ use warp::http::{HeaderMap, Method};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use crate::application_tokens;
 use crate::audit_hook;
 use crate::body;
 use crate::error::{self, ApiError};
@@ -38,6 +39,8 @@ pub fn routes(
     let api = warp::path("sfp").and(warp::path("api")).and(
         integration_routes(&state)
             .or(project_routes(&state))
+            .unify()
+            .or(application_token_routes(&state))
             .unify(),
     );
 
@@ -210,6 +213,33 @@ fn project_routes(
         .boxed()
 }
 
+fn application_token_routes(
+    state: &AppState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let list = warp::path!("application-tokens")
+        .and(warp::get())
+        .and(authenticated(state))
+        .and(query())
+        .then(|caller: Caller, query| async move {
+            reply(application_tokens::list(&caller.state.service, &caller.actor, query).await)
+        });
+    let create = warp::path!("application-tokens")
+        .and(warp::post())
+        .and(authenticated(state))
+        .and(json_body())
+        .then(|caller: Caller, body: Bytes| async move {
+            reply(application_tokens::create(&caller.state.service, &caller.actor, body).await)
+        });
+    let revoke = warp::path!("application-tokens" / String)
+        .and(warp::delete())
+        .and(authenticated(state))
+        .then(|id: String, caller: Caller| async move {
+            reply(application_tokens::revoke(&caller.state.service, &caller.actor, &id).await)
+        });
+
+    list.or(create).unify().or(revoke).unify().boxed()
+}
+
 /// Matches `/projects/{identifier}` where the identifier is the rest of the path, so both
 /// `flxbl-io%2Fsf-core` and `flxbl-io/sf-core` name the same project. warp's `path::param`
 /// would not decode `%2F`, so the tail is percent-decoded here.
@@ -247,22 +277,27 @@ fn authenticated(state: &AppState) -> impl Filter<Extract = (Caller,), Error = R
             |state: AppState, method: Method, path: FullPath, headers: HeaderMap| async move {
                 let request = audit_hook::request_info(&method, path.as_str());
                 let header = match headers.get(warp::http::header::AUTHORIZATION) {
-                    None => Ok(None),
-                    Some(value) => value
-                        .to_str()
-                        .map(Some)
-                        .map_err(|_| crate::auth::AuthFailure::Malformed),
+                    None => None,
+                    Some(value) => match value.to_str() {
+                        Ok(text) => Some(text),
+                        Err(_) => {
+                            let failure = crate::auth::AuthFailure::Malformed;
+                            audit_hook::authentication_failed(&state, &request, failure).await;
+                            return Err(warp::reject::custom(ApiError::unauthorized(failure)));
+                        }
+                    },
                 };
-                match header.and_then(|header| state.verifier.authenticate(header)) {
+                match crate::auth::authenticate(&state, header).await {
                     Ok(actor) => Ok(Caller {
                         state,
                         actor,
                         request,
                     }),
-                    Err(failure) => {
-                        tracing::debug!(reason = ?failure, "request not authenticated");
-                        audit_hook::authentication_failed(&state, &request, failure).await;
-                        Err(warp::reject::custom(ApiError::unauthorized(failure)))
+                    Err(rejection) => {
+                        if let crate::auth::AuthRejection::Unauthorized(failure) = &rejection {
+                            audit_hook::authentication_failed(&state, &request, *failure).await;
+                        }
+                        Err(warp::reject::custom(ApiError::from(rejection)))
                     }
                 }
             },

@@ -5,13 +5,16 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use integrations_core::{Actor, Role};
+use integrations_core::tokens::is_application_token;
+use integrations_core::{Actor, Role, TokenAuthError};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::config::JwtConfig;
+use crate::error::ApiError;
 use crate::keys::{self, KeyError};
+use crate::AppState;
 
 /// Clock skew tolerated when checking `exp`, in seconds. jsonwebtoken 9 defaults to 60 s.
 pub const LEEWAY_SECONDS: u64 = 5;
@@ -43,6 +46,8 @@ pub enum AuthFailure {
     Invalid,
     /// The `role` claim is not owner, member or application.
     UnknownRole,
+    /// An owner revoked the application token.
+    Revoked,
 }
 
 impl AuthFailure {
@@ -56,6 +61,7 @@ impl AuthFailure {
             AuthFailure::UnknownRole => {
                 "Invalid token: role claim must be one of owner, member, application"
             }
+            AuthFailure::Revoked => "Token revoked",
         }
     }
 }
@@ -149,19 +155,7 @@ impl TokenVerifier {
 
     /// Verifies an `Authorization` header value and returns the caller.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Actor, AuthFailure> {
-        let header = header.ok_or(AuthFailure::Missing)?;
-        let (scheme, token) = header
-            .trim()
-            .split_once(' ')
-            .ok_or(AuthFailure::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthFailure::Malformed);
-        }
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(AuthFailure::Malformed);
-        }
-
+        let token = bearer_token(header)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |error| match error.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthFailure::Expired,
@@ -174,6 +168,77 @@ impl TokenVerifier {
         }
         let role = Role::from_str(&claims.role).map_err(|_| AuthFailure::UnknownRole)?;
         Ok(Actor::new(claims.sub, role))
+    }
+}
+
+/// Returns the token of a `Bearer <token>` header value.
+fn bearer_token(header: Option<&str>) -> Result<&str, AuthFailure> {
+    let header = header.ok_or(AuthFailure::Missing)?;
+    let (scheme, token) = header
+        .trim()
+        .split_once(' ')
+        .ok_or(AuthFailure::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthFailure::Malformed);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthFailure::Malformed);
+    }
+    Ok(token)
+}
+
+/// Authenticates an `Authorization` header value. An `intg_` application token is looked up in
+/// the store on every request, so that a revocation by any process applies at once. Any other
+/// bearer value is verified as a JWT.
+///
+/// A store that cannot be reached gives the service's 503, not a 401, so that callers retry
+/// instead of discarding a valid token.
+pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Actor, AuthRejection> {
+    let result = match bearer_token(header) {
+        Ok(token) if is_application_token(token) => state
+            .service
+            .authenticate_application_token(token)
+            .await
+            .map_err(|error| match error {
+                TokenAuthError::Expired => AuthRejection::Unauthorized(AuthFailure::Expired),
+                TokenAuthError::Revoked => AuthRejection::Unauthorized(AuthFailure::Revoked),
+                TokenAuthError::Service(error) => AuthRejection::Unavailable(ApiError::from(error)),
+                _ => AuthRejection::Unauthorized(AuthFailure::Invalid),
+            }),
+        Ok(_) => state
+            .verifier
+            .authenticate(header)
+            .map_err(AuthRejection::Unauthorized),
+        Err(failure) => Err(AuthRejection::Unauthorized(failure)),
+    };
+    if let Err(rejection) = &result {
+        tracing::debug!(reason = ?rejection, "request not authenticated");
+    }
+    result
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug)]
+pub enum AuthRejection {
+    /// The credentials are missing or invalid: 401.
+    Unauthorized(AuthFailure),
+    /// The token could not be checked, such as when the database is down.
+    Unavailable(ApiError),
+}
+
+impl From<AuthRejection> for ApiError {
+    fn from(rejection: AuthRejection) -> Self {
+        match rejection {
+            AuthRejection::Unauthorized(failure) => ApiError::unauthorized(failure),
+            AuthRejection::Unavailable(error) => error,
+        }
+    }
+}
+
+impl From<AuthFailure> for ApiError {
+    fn from(failure: AuthFailure) -> Self {
+        ApiError::unauthorized(failure)
     }
 }
 

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod application_tokens;
 pub mod audit_cli;
 pub mod audit_hook;
 pub mod audit_query;

@@ -3,9 +3,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use integrations_core::audit_chain::ChainedEvent;
 use integrations_core::store::{
     AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
+};
+use integrations_core::tokens::{
+    ApplicationToken, ApplicationTokenRecord, RevokeResult, TokenHash,
 };
 use integrations_core::{
     AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredDataKey, StoredIntegration,
@@ -207,6 +211,34 @@ impl IntegrationStore for AnyStore {
         limit: u64,
     ) -> Result<Vec<ChainedEvent>, StoreError> {
         self.inner().list_audit_chain(after_seq, limit).await
+    }
+
+    async fn insert_application_token(
+        &self,
+        record: &ApplicationTokenRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.inner().insert_application_token(record, audit).await
+    }
+
+    async fn list_application_tokens(&self) -> Result<Vec<ApplicationToken>, StoreError> {
+        self.inner().list_application_tokens().await
+    }
+
+    async fn find_application_token_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<ApplicationTokenRecord>, StoreError> {
+        self.inner().find_application_token_by_hash(hash).await
+    }
+
+    async fn revoke_application_token(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<RevokeResult, StoreError> {
+        self.inner().revoke_application_token(id, at, audit).await
     }
 }
 

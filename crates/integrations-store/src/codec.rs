@@ -80,3 +80,13 @@ pub(crate) fn first_missing(requested: &[String], existing: &[String]) -> Option
         .find(|key| !existing.contains(key))
         .cloned()
 }
+
+/// Converts a stored token hash, which must have 32 bytes, from `column`.
+pub(crate) fn token_hash(column: &str, bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    let length = bytes.len();
+    bytes.try_into().map_err(|_| {
+        StoreError::Corrupt(format!(
+            "column {column} has {length} bytes, expected a 32-byte SHA-256 hash"
+        ))
+    })
+}

@@ -21,6 +21,7 @@ use integrations_core::audit_chain::{self, verify_chain, GENESIS_HASH};
 use integrations_core::store::{
     AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion,
 };
+use integrations_core::tokens::{ApplicationToken, ApplicationTokenRecord, RevokeResult};
 use integrations_core::{
     Actor, AuditAction, AuditEvent, AuditOutcome, AuditSink, AuthType, Integration,
     IntegrationStore, Platform, Project, Provider, Role, StoreError, StoredDataKey,
@@ -155,6 +156,13 @@ macro_rules! conformance_tests {
             data_key_state_and_rewrap,
             sealed_rows_paged,
             sealed_replace_compares,
+            token_insert_list,
+            token_find_by_hash,
+            token_duplicate_rejected,
+            token_revoke_once,
+            token_revoke_missing,
+            token_audit_with_changes,
+            token_concurrent_revokes,
         );
     };
     (@each $setup:path; $($test:ident),+ $(,)?) => {
@@ -1544,4 +1552,183 @@ pub async fn sealed_replace_compares<S: ConformanceStore>(store: S) {
         .replace_sealed(Uuid::new_v4(), &[4, 4, 4, 4], &[5])
         .await
         .unwrap());
+}
+
+// Application tokens.
+
+/// A token record created `offset` seconds after the base time, with a hash derived from `seed`.
+fn token_record(name: &str, offset: i64, seed: u8) -> ApplicationTokenRecord {
+    let created_at = base_time() + Duration::seconds(offset);
+    let mut token_hash = [seed; 32];
+    token_hash[0] = 0;
+    ApplicationTokenRecord {
+        token: ApplicationToken {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            created_at,
+            expires_at: created_at + Duration::days(30),
+            revoked_at: None,
+            created_by: "owner ✓".to_owned(),
+        },
+        token_hash,
+    }
+}
+
+async fn add_token<S: ConformanceStore>(store: &S, record: &ApplicationTokenRecord) {
+    store
+        .insert_application_token(record, &event(AuditAction::ApplicationTokenCreated))
+        .await
+        .expect("insert application token");
+}
+
+fn revoke_event() -> AuditEvent {
+    event(AuditAction::ApplicationTokenRevoked)
+}
+
+/// Tokens list oldest first with every field, revoked or not.
+pub async fn token_insert_list<S: ConformanceStore>(store: S) {
+    let newer = token_record("deploy pipeline", 10, 1);
+    let older = token_record("Ärger-Bot", 0, 2);
+    let mut revoked = token_record("retired", 20, 3);
+    revoked.token.revoked_at = Some(base_time() + Duration::seconds(30));
+    for record in [&newer, &older, &revoked] {
+        add_token(&store, record).await;
+    }
+
+    let listed = store
+        .list_application_tokens()
+        .await
+        .expect("list application tokens");
+    assert_eq!(listed, [older.token, newer.token, revoked.token]);
+}
+
+/// A token is found by its hash with its metadata; another hash finds nothing.
+pub async fn token_find_by_hash<S: ConformanceStore>(store: S) {
+    let record = token_record("ci", 0, 7);
+    add_token(&store, &record).await;
+
+    let found = store
+        .find_application_token_by_hash(&record.token_hash)
+        .await
+        .expect("find application token");
+    assert_eq!(found, Some(record));
+    let missing = store
+        .find_application_token_by_hash(&[9; 32])
+        .await
+        .expect("find application token");
+    assert_eq!(missing, None);
+}
+
+/// A second token with a stored hash or id is a conflict and writes no audit event.
+pub async fn token_duplicate_rejected<S: ConformanceStore>(store: S) {
+    let record = token_record("ci", 0, 7);
+    add_token(&store, &record).await;
+    let same_hash = token_record("other", 1, 7);
+    let mut same_id = token_record("third", 2, 8);
+    same_id.token.id = record.token.id;
+
+    for duplicate in [&same_hash, &same_id] {
+        let result = store
+            .insert_application_token(duplicate, &event(AuditAction::ApplicationTokenCreated))
+            .await;
+        assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    }
+    let listed = store
+        .list_application_tokens()
+        .await
+        .expect("list application tokens");
+    assert_eq!(listed, [record.token]);
+    assert_eq!(audit_count(&store).await, 1);
+}
+
+/// The first revocation sets the time; a second one reports it and keeps that time.
+pub async fn token_revoke_once<S: ConformanceStore>(store: S) {
+    let record = token_record("ci", 0, 7);
+    add_token(&store, &record).await;
+    let first_at = base_time() + Duration::seconds(60);
+    let second_at = base_time() + Duration::seconds(120);
+
+    let first = store
+        .revoke_application_token(record.token.id, first_at, &revoke_event())
+        .await
+        .expect("revoke");
+    let second = store
+        .revoke_application_token(record.token.id, second_at, &revoke_event())
+        .await
+        .expect("revoke again");
+
+    assert_eq!(first, RevokeResult::Revoked);
+    assert_eq!(second, RevokeResult::AlreadyRevoked);
+    let found = store
+        .find_application_token_by_hash(&record.token_hash)
+        .await
+        .expect("find application token")
+        .expect("token still stored");
+    assert_eq!(found.token.revoked_at, Some(first_at));
+}
+
+/// Revoking an unknown id reports it and writes no audit event.
+pub async fn token_revoke_missing<S: ConformanceStore>(store: S) {
+    let result = store
+        .revoke_application_token(Uuid::new_v4(), base_time(), &revoke_event())
+        .await
+        .expect("revoke");
+
+    assert_eq!(result, RevokeResult::NotFound);
+    assert_eq!(audit_count(&store).await, 0);
+}
+
+/// Creating and revoking write their audit events; a repeated revocation writes none.
+pub async fn token_audit_with_changes<S: ConformanceStore>(store: S) {
+    let record = token_record("ci", 0, 7);
+    let create_event = event(AuditAction::ApplicationTokenCreated)
+        .with_filter("token_id", record.token.id.to_string())
+        .with_filter("name", "ci");
+    store
+        .insert_application_token(&record, &create_event)
+        .await
+        .expect("insert application token");
+    let first_revoke = revoke_event().with_filter("token_id", record.token.id.to_string());
+    let repeated_revoke = revoke_event();
+    for revoke in [&first_revoke, &repeated_revoke] {
+        store
+            .revoke_application_token(record.token.id, base_time(), revoke)
+            .await
+            .expect("revoke");
+    }
+
+    let mut listed = store.list_audit(0, 10).await.expect("list audit");
+    listed.sort_by_key(|listed| listed.id);
+    let mut expected = vec![create_event, first_revoke];
+    expected.sort_by_key(|expected| expected.id);
+    assert_eq!(listed, expected);
+}
+
+/// Of several tasks revoking one token at the same time, exactly one revokes it.
+pub async fn token_concurrent_revokes<S: ConformanceStore>(store: S) {
+    let record = token_record("ci", 0, 7);
+    add_token(&store, &record).await;
+
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            let id = record.token.id;
+            tokio::spawn(async move {
+                store
+                    .revoke_application_token(id, base_time(), &revoke_event())
+                    .await
+            })
+        })
+        .collect();
+    let mut revoked = 0;
+    for task in tasks {
+        match task.await.expect("task completes") {
+            Ok(RevokeResult::Revoked) => revoked += 1,
+            Ok(RevokeResult::AlreadyRevoked) => {}
+            other => panic!("unexpected revocation result {other:?}"),
+        }
+    }
+
+    assert_eq!(revoked, 1);
+    assert_eq!(audit_count(&store).await, 2);
 }

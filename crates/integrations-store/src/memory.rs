@@ -4,9 +4,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use integrations_core::audit_chain::{self, ChainedEvent};
 use integrations_core::store::{
     AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery, ProjectDeletion, SealedRow,
+};
+use integrations_core::tokens::{
+    ApplicationToken, ApplicationTokenRecord, RevokeResult, TokenHash,
 };
 use integrations_core::{
     AuditEvent, AuditSink, IntegrationStore, Project, StoreError, StoredDataKey, StoredIntegration,
@@ -41,6 +45,8 @@ struct State {
     audit: Vec<ChainedEvent>,
     /// Data keys in the order added.
     data_keys: Vec<StoredDataKey>,
+    /// Application tokens by id.
+    tokens: HashMap<Uuid, ApplicationTokenRecord>,
 }
 
 impl MemoryStore {
@@ -490,6 +496,68 @@ impl IntegrationStore for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn insert_application_token(
+        &self,
+        record: &ApplicationTokenRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let id = record.token.id;
+        let taken = state
+            .tokens
+            .values()
+            .any(|stored| stored.token.id == id || stored.token_hash == record.token_hash);
+        if taken {
+            return Err(StoreError::Conflict(format!(
+                "application token {id} or its hash already exists"
+            )));
+        }
+        state.tokens.insert(id, record.clone());
+        state.push_audit(audit);
+        Ok(())
+    }
+
+    async fn list_application_tokens(&self) -> Result<Vec<ApplicationToken>, StoreError> {
+        let state = self.lock();
+        let mut tokens: Vec<ApplicationToken> = state
+            .tokens
+            .values()
+            .map(|record| record.token.clone())
+            .collect();
+        tokens.sort_by_key(|token| (token.created_at, token.id));
+        Ok(tokens)
+    }
+
+    async fn find_application_token_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<ApplicationTokenRecord>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .tokens
+            .values()
+            .find(|record| &record.token_hash == hash)
+            .cloned())
+    }
+
+    async fn revoke_application_token(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<RevokeResult, StoreError> {
+        let mut state = self.lock();
+        let Some(record) = state.tokens.get_mut(&id) else {
+            return Ok(RevokeResult::NotFound);
+        };
+        if record.token.revoked_at.is_some() {
+            return Ok(RevokeResult::AlreadyRevoked);
+        }
+        record.token.revoked_at = Some(at);
+        state.push_audit(audit);
+        Ok(RevokeResult::Revoked)
     }
 }
 

@@ -11,6 +11,9 @@ use integrations_core::store::{
     audit_project_key, AuditQuery, DataKeyState, IntegrationChanges, IntegrationQuery,
     ProjectDeletion, SealedRow,
 };
+use integrations_core::tokens::{
+    ApplicationToken, ApplicationTokenRecord, RevokeResult, TokenHash,
+};
 use integrations_core::{
     AuditEvent, AuditSink, Integration, IntegrationStore, Project, StoreError, StoredDataKey,
     StoredIntegration,
@@ -24,6 +27,8 @@ mod keys;
 
 use crate::codec::{self, Config};
 use crate::error::{self, map_connect_error, TxError};
+
+mod tokens;
 
 /// Maximum connections per store. Each server process holds its own pool.
 const MAX_CONNECTIONS: u32 = 10;
@@ -648,6 +653,46 @@ impl IntegrationStore for PostgresStore {
             .await
             .map_err(error::map_error)?;
         rows.iter().map(decode_chained).collect()
+    }
+
+    async fn insert_application_token(
+        &self,
+        record: &ApplicationTokenRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        error::retry("insert application token", is_retryable, || {
+            self.insert_application_token_once(record, audit)
+        })
+        .await
+    }
+
+    async fn list_application_tokens(&self) -> Result<Vec<ApplicationToken>, StoreError> {
+        error::retry("list application tokens", is_retryable, || {
+            self.list_application_tokens_once()
+        })
+        .await
+    }
+
+    async fn find_application_token_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<ApplicationTokenRecord>, StoreError> {
+        error::retry("find application token", is_retryable, || {
+            self.find_application_token_by_hash_once(hash)
+        })
+        .await
+    }
+
+    async fn revoke_application_token(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<RevokeResult, StoreError> {
+        error::retry("revoke application token", is_retryable, || {
+            self.revoke_application_token_once(id, at, audit)
+        })
+        .await
     }
 }
 
