@@ -53,7 +53,7 @@ pub fn route_template(path: &str) -> &'static str {
 pub async fn authentication_failed(state: &AppState, request: &RequestInfo, failure: AuthFailure) {
     state
         .service
-        .audit_authentication_failure(None, &failure_reason(failure), request)
+        .audit_authentication_failure(None, failure.reason(), request)
         .await;
 }
 
@@ -72,27 +72,6 @@ pub async fn request_failed(
             .audit_authentication_failure(Some(actor), "role_not_permitted", request)
             .await;
     }
-}
-
-/// Returns the snake_case name of an authentication failure kind, such as `unknown_role`.
-/// Derived from the variant name, so new kinds need no change here.
-fn failure_reason(failure: AuthFailure) -> String {
-    let name = format!("{failure:?}");
-    let mut reason = String::with_capacity(name.len() + 4);
-    for (index, character) in name.chars().enumerate() {
-        if character.is_ascii_uppercase() {
-            if index > 0 {
-                reason.push('_');
-            }
-            reason.push(character.to_ascii_lowercase());
-        } else if character.is_ascii_alphanumeric() {
-            reason.push(character);
-        } else {
-            // A variant with fields: keep only its name.
-            break;
-        }
-    }
-    reason
 }
 
 #[cfg(test)]
@@ -123,11 +102,5 @@ mod tests {
         for (path, expected) in cases {
             assert_eq!(route_template(path), expected, "{path}");
         }
-    }
-
-    #[test]
-    fn failure_reasons_snake_case() {
-        assert_eq!(failure_reason(AuthFailure::Missing), "missing");
-        assert_eq!(failure_reason(AuthFailure::UnknownRole), "unknown_role");
     }
 }

@@ -51,6 +51,18 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// Returns the snake_case name recorded as the `reason` of an audit event.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Expired => "expired",
+            AuthFailure::Invalid => "invalid",
+            AuthFailure::UnknownRole => "unknown_role",
+            AuthFailure::Revoked => "revoked",
+        }
+    }
+
     /// Returns the message for the 401 response.
     pub fn message(self) -> &'static str {
         match self {

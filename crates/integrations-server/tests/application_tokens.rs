@@ -203,6 +203,22 @@ async fn revoked_token_rejected_at_once() {
         .collect();
     assert_eq!(revocations.len(), 1, "{}", audit.text);
     assert_eq!(revocations[0]["filters"]["token_id"], created["id"]);
+
+    // The rejected use is audited as a failed authentication that names the reason, and no
+    // event holds the token.
+    let failures = call(
+        &server,
+        "GET",
+        "/sfp/api/audit?action=authentication_failed",
+        Some(&server.owner),
+        None,
+    )
+    .await;
+    let failures = failures.body.as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["filters"]["reason"], "revoked");
+    assert!(!audit.text.contains(&secret), "{}", audit.text);
+    assert!(!format!("{failures:?}").contains(&secret));
 }
 
 #[tokio::test]
