@@ -19,10 +19,14 @@ const EXIT_ERROR: u8 = 2;
 /// exit 0, or the first broken event and exit 1. Errors go to the log and exit 2.
 pub async fn verify(config: &AuditVerifyConfig) -> ExitCode {
     let has_url = config
+        .database
         .database_url
         .as_ref()
         .is_some_and(|url| !url.expose_secret().trim().is_empty());
-    let file = config.data_dir.join(integrations_store::DATABASE_FILE);
+    let file = config
+        .database
+        .data_dir
+        .join(integrations_store::DATABASE_FILE);
     if !has_url && !file.is_file() {
         // Opening would create an empty database, which would verify as intact.
         tracing::error!(
@@ -31,7 +35,12 @@ pub async fn verify(config: &AuditVerifyConfig) -> ExitCode {
         );
         return ExitCode::from(EXIT_ERROR);
     }
-    let (store, _) = match open_store(config.database_url.as_ref(), &config.data_dir).await {
+    let (store, _) = match open_store(
+        config.database.database_url.as_ref(),
+        &config.database.data_dir,
+    )
+    .await
+    {
         Ok(store) => store,
         Err(error) => {
             tracing::error!(error = %error, "failed to open the database");

@@ -37,16 +37,25 @@ pub enum Command {
     Audit(AuditCommand),
 }
 
-/// The database and the master key, as `serve` finds them.
+/// The database, as `serve` finds it.
 #[derive(Debug, Clone, Args)]
-pub struct KeyedStoreConfig {
-    /// Directory of the SQLite database and the master key file.
+pub struct DatabaseConfig {
+    /// Directory of the SQLite database (and the key files), used when DATABASE_URL is unset.
     #[arg(long, env = "INTEGRATIONS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Database URL, as for `serve`; unset uses SQLite in the data directory.
+    /// Database URL: `postgres://...` for PostgreSQL, `sqlite:...` for SQLite; unset uses
+    /// SQLite in the data directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub database_url: Option<SecretString>,
+}
+
+/// The database and the master key, as `serve` finds them.
+#[derive(Debug, Clone, Args)]
+pub struct KeyedStoreConfig {
+    /// Database.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
 
     /// Current master key (base64 or hexadecimal); default is the data directory's key file.
     #[arg(long, env = "INTEGRATIONS_MASTER_KEY", hide_env_values = true, value_parser = parse_secret)]
@@ -105,14 +114,9 @@ pub enum AuditCommand {
 /// Settings of `integrations-server audit verify`.
 #[derive(Debug, Clone, Args)]
 pub struct AuditVerifyConfig {
-    /// Directory of the SQLite database, used when DATABASE_URL is unset.
-    #[arg(long, env = "INTEGRATIONS_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
-
-    /// Database URL: `postgres://...` for PostgreSQL, `sqlite:...` for SQLite; unset uses
-    /// SQLite in the data directory.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
-    pub database_url: Option<SecretString>,
+    /// Database whose audit log is checked.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
 }
 
 /// Settings of `integrations-server serve`.

@@ -38,9 +38,12 @@ impl From<KeyError> for RotationError {
 }
 
 async fn open(config: &KeyedStoreConfig) -> Result<Arc<dyn IntegrationStore>, RotationError> {
-    let (store, _) = open_store(config.database_url.as_ref(), &config.data_dir)
-        .await
-        .map_err(StartError::Store)?;
+    let (store, _) = open_store(
+        config.database.database_url.as_ref(),
+        &config.database.data_dir,
+    )
+    .await
+    .map_err(StartError::Store)?;
     Ok(store)
 }
 
@@ -54,7 +57,7 @@ pub async fn rotate_key(
     let (master_key, _) = keys::load_existing_master_key(
         config.store.master_key.as_ref(),
         config.store.master_key_file.as_deref(),
-        &config.store.data_dir,
+        &config.store.database.data_dir,
     )?;
     let cipher = envelope_cipher(store.clone(), &master_key).await?;
     let options = RotationOptions {
@@ -137,7 +140,7 @@ pub async fn rotate_master_key(
     let (old, _) = keys::load_existing_master_key(
         config.store.master_key.as_ref(),
         config.store.master_key_file.as_deref(),
-        &config.store.data_dir,
+        &config.store.database.data_dir,
     )?;
     let new = match (&config.new_master_key, &config.new_master_key_file) {
         (Some(text), _) => keys::parse_master_key_env("INTEGRATIONS_NEW_MASTER_KEY", text)?,
