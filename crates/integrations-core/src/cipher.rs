@@ -71,6 +71,12 @@ pub trait CredentialCipher: Send + Sync + fmt::Debug {
         sealed: &[u8],
         associated_data: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CipherError>;
+
+    /// Checks that the cipher can seal now, for readiness probes. A cipher whose keys are all
+    /// in memory is always ready.
+    async fn check_ready(&self) -> Result<(), CipherError> {
+        Ok(())
+    }
 }
 
 /// A 256-bit master key. Wiped on drop; `Debug` prints only its id.

@@ -32,6 +32,10 @@ pub enum ServiceError {
     /// The database or audit log cannot be reached (HTTP 503).
     #[error("{0}")]
     Unavailable(String),
+    /// A data key cannot be loaded or unwrapped, such as after a master key change that this
+    /// process has not been restarted for (HTTP 503). The message names key ids and is for logs.
+    #[error("{0}")]
+    KeysUnavailable(String),
     /// An unexpected failure (HTTP 500). The message is for logs; callers get a generic text.
     #[error("{0}")]
     Internal(String),
@@ -89,11 +93,9 @@ impl From<StoreError> for ServiceError {
 impl From<CipherError> for ServiceError {
     fn from(error: CipherError) -> Self {
         match error {
-            // The data key could not be loaded: the database or the key provider is down, which
-            // a retry may get past.
-            CipherError::KeyUnavailable(_) => {
-                ServiceError::Unavailable("Encryption keys are unavailable; retry later".into())
-            }
+            // The data key could not be loaded: the database or the key provider is down, or
+            // the master key no longer wraps it.
+            CipherError::KeyUnavailable(message) => ServiceError::KeysUnavailable(message),
             other => ServiceError::Internal(other.to_string()),
         }
     }

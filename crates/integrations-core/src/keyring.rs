@@ -376,6 +376,25 @@ impl CredentialCipher for EnvelopeCipher {
         )
     }
 
+    /// Loads the primary data key, so that a server whose master key no longer wraps it (after
+    /// `rotate-master-key`) reports itself unavailable.
+    async fn check_ready(&self) -> Result<(), CipherError> {
+        let primary = self
+            .store
+            .primary_data_key()
+            .await
+            .map_err(|error| CipherError::KeyUnavailable(format!("primary data key: {error}")))?
+            .ok_or_else(|| {
+                CipherError::KeyUnavailable("no primary data key found in the database".into())
+            })?;
+        if self.cached(&primary.id).is_none() {
+            self.unwrap_into_cache(&primary)
+                .await
+                .map_err(|error| CipherError::KeyUnavailable(error.to_string()))?;
+        }
+        Ok(())
+    }
+
     async fn open(
         &self,
         sealed: &[u8],

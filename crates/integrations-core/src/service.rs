@@ -222,9 +222,11 @@ impl IntegrationService {
         &self.store
     }
 
-    /// Checks that the database responds, for load balancer probes. Calls no external platform.
+    /// Checks that the database responds and that the cipher can seal, for load balancer
+    /// probes. Calls no external platform.
     pub async fn readiness(&self) -> Result<(), ServiceError> {
-        self.store.ping().await.map_err(ServiceError::from)
+        self.store.ping().await.map_err(ServiceError::from)?;
+        self.cipher.check_ready().await.map_err(ServiceError::from)
     }
 
     // ----- integrations -----

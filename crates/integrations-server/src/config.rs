@@ -7,8 +7,15 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
 /// Reference HTTP server for the integrations credential store (sfp Integrations API).
+// Options before a subcommand would be read as `serve` options and ignored by the subcommand,
+// so they are rejected: `integrations-server audit verify --data-dir X` is the form that works.
 #[derive(Debug, Parser)]
-#[command(name = "integrations-server", version, about)]
+#[command(
+    name = "integrations-server",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Subcommand to run, `serve` when absent.
     #[command(subcommand)]
@@ -94,7 +101,7 @@ pub struct RotateMasterKeyConfig {
     pub store: KeyedStoreConfig,
 
     /// The new master key (base64 or hexadecimal).
-    #[arg(long, env = "INTEGRATIONS_NEW_MASTER_KEY", hide_env_values = true, value_parser = parse_secret, required_unless_present = "new_master_key_file")]
+    #[arg(long, env = "INTEGRATIONS_NEW_MASTER_KEY", hide_env_values = true, value_parser = parse_secret)]
     pub new_master_key: Option<SecretString>,
 
     /// File holding the new master key; refused unless only its owner can read it.

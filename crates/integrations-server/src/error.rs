@@ -85,6 +85,13 @@ impl From<ServiceError> for ApiError {
                     "Service unavailable: the database or audit log cannot be reached; retry later",
                 )
             }
+            ServiceError::KeysUnavailable(message) => {
+                tracing::error!(error = %message, "request failed: encryption keys unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Encryption keys unavailable: this server cannot open the current data key; if the master key was changed, restart the server with the new master key",
+                )
+            }
             ServiceError::Internal(message) => {
                 tracing::error!(error = %message, "request failed: internal error");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR_MESSAGE)

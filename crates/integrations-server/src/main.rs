@@ -54,7 +54,23 @@ fn block_on<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
 /// Exits 0 when every integration is sealed by the new primary data key, 1 otherwise.
 fn rotate_key(config: &integrations_server::RotateKeyConfig) -> ExitCode {
     let mut stdout = std::io::stdout();
-    match block_on(rotation::rotate_key(config, &mut stdout)) {
+    let outcome = block_on(async {
+        tokio::select! {
+            result = rotation::rotate_key(config, &mut stdout) => Some(result),
+            () = interrupted() => None,
+        }
+    });
+    let outcome = match outcome {
+        Some(Some(result)) => Some(result),
+        Some(None) => {
+            // Each row is replaced in its own write, so stopping between two leaves every
+            // integration readable.
+            tracing::warn!("rotate-key interrupted; run it again to resume with the same data key");
+            return ExitCode::from(130);
+        }
+        None => None,
+    };
+    match outcome {
         Some(Ok(report)) if report.complete() => ExitCode::SUCCESS,
         Some(Ok(_)) => {
             tracing::error!("some integrations are not sealed by the new data key yet; fix or replace the ones listed, then run rotate-key again");
@@ -65,6 +81,22 @@ fn rotate_key(config: &integrations_server::RotateKeyConfig) -> ExitCode {
             ExitCode::FAILURE
         }
         None => ExitCode::FAILURE,
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 
