@@ -144,6 +144,9 @@ pub enum KeyringError {
         /// The key provider's error.
         source: KeyProviderError,
     },
+    /// Stored credentials name data keys that the database does not contain.
+    #[error("stored credentials are sealed by data keys {0:?}, which are missing from the database; restore the data_keys table from a backup")]
+    MissingDataKeys(Vec<String>),
     /// The key provider failed.
     #[error(transparent)]
     Provider(#[from] KeyProviderError),
@@ -227,6 +230,12 @@ impl EnvelopeCipher {
                     primary: primary.id.clone(),
                     created: false,
                 });
+            }
+            if keys.is_empty() {
+                let missing = missing_data_keys(self.store.as_ref(), &keys).await?;
+                if !missing.is_empty() {
+                    return Err(KeyringError::MissingDataKeys(missing));
+                }
             }
             match self.add_primary(DataKeyState::Active).await {
                 Ok(id) => {
@@ -493,7 +502,17 @@ pub async fn rotate_data_key(
     let current = store.primary_data_key().await?;
     let (data_key, resumed) = match current {
         Some(key) if key.state == DataKeyState::Rotating => (key.id, true),
-        _ => (cipher.add_primary(DataKeyState::Rotating).await?, false),
+        _ => match cipher.add_primary(DataKeyState::Rotating).await {
+            Ok(id) => (id, false),
+            // Another run added its key first; join it rather than adding a second one.
+            Err(KeyringError::Store(StoreError::Conflict(message))) => {
+                match store.primary_data_key().await? {
+                    Some(key) if key.state == DataKeyState::Rotating => (key.id, true),
+                    _ => return Err(KeyringError::Store(StoreError::Conflict(message))),
+                }
+            }
+            Err(error) => return Err(error),
+        },
     };
 
     let batch_size = options.batch_size.max(1);
@@ -572,9 +591,17 @@ pub async fn rotate_data_key(
         rows_by_key,
     };
     if report.complete() {
-        store
-            .set_data_key_state(&data_key, DataKeyState::Active)
-            .await?;
+        // Only the key that is still primary is marked done; a key replaced by a later rotation
+        // stays as it is, and its run reports rows sealed by the newer key.
+        let still_primary = store
+            .primary_data_key()
+            .await?
+            .is_some_and(|key| key.id == data_key);
+        if still_primary {
+            store
+                .set_data_key_state(&data_key, DataKeyState::Active)
+                .await?;
+        }
     }
     Ok(report)
 }
@@ -603,6 +630,19 @@ pub async fn count_rows_by_key(
     Ok(counts)
 }
 
+/// Returns the data key ids that sealed rows name but `keys` does not contain.
+pub async fn missing_data_keys(
+    store: &dyn IntegrationStore,
+    keys: &[StoredDataKey],
+) -> Result<Vec<String>, StoreError> {
+    let counts = count_rows_by_key(store, 500).await?;
+    Ok(counts
+        .into_keys()
+        .filter(|label| !label.starts_with("master:") && label != "unreadable")
+        .filter(|label| !keys.iter().any(|key| key.id == *label))
+        .collect())
+}
+
 /// Moves every data key from the `old` wrapping key to `new`, in one transaction. Keys already
 /// wrapped by `new` are left alone, so a run that was interrupted can be repeated. Returns the
 /// number of keys rewrapped.
@@ -612,7 +652,8 @@ pub async fn rewrap_data_keys(
     new: &dyn KeyProvider,
 ) -> Result<usize, KeyringError> {
     let keys = store.list_data_keys().await?;
-    let mut changed = Vec::new();
+    let mut rewrapped = Vec::with_capacity(keys.len());
+    let mut changed = 0;
     for key in keys {
         if key.wrapping_key_id == new.key_id() {
             new.unwrap(&key.id, &key.wrapped)
@@ -622,6 +663,7 @@ pub async fn rewrap_data_keys(
                     configured: new.key_id().to_owned(),
                     source,
                 })?;
+            rewrapped.push(key);
             continue;
         }
         if key.wrapping_key_id != old.key_id() {
@@ -640,16 +682,19 @@ pub async fn rewrap_data_keys(
                     source,
                 })?;
         let wrapped = new.wrap(&key.id, &bytes).await?;
-        changed.push(StoredDataKey {
+        rewrapped.push(StoredDataKey {
             wrapped,
             wrapping_key_id: new.key_id().to_owned(),
             ..key
         });
+        changed += 1;
     }
-    if !changed.is_empty() {
-        store.rewrap_data_keys(&changed).await?;
+    // Every key is written back, so the store can refuse the change when a rotation added a
+    // key since the list above was read.
+    if changed > 0 {
+        store.rewrap_data_keys(&rewrapped).await?;
     }
-    Ok(changed.len())
+    Ok(changed)
 }
 
 #[cfg(test)]

@@ -227,15 +227,17 @@ pub trait IntegrationStore: Send + Sync + fmt::Debug {
     async fn primary_data_key(&self) -> Result<Option<StoredDataKey>, StoreError>;
 
     /// Inserts a data key. When it is primary, the previous primary stops being primary in the
-    /// same transaction. Two processes adding a first primary at once: one gets
-    /// [`StoreError::Conflict`].
+    /// same transaction. [`StoreError::Conflict`] when the id exists, when the key is wrapped by
+    /// another key than the stored ones, or when it is [`DataKeyState::Rotating`] and another
+    /// key is too.
     async fn insert_data_key(&self, key: &StoredDataKey) -> Result<(), StoreError>;
 
     /// Sets the state of a data key; `false` when it does not exist.
     async fn set_data_key_state(&self, id: &str, state: DataKeyState) -> Result<bool, StoreError>;
 
     /// Replaces the wrapped bytes and wrapping key id of each given data key, all in one
-    /// transaction. Fails with [`StoreError::Conflict`] when one of them does not exist.
+    /// transaction. `keys` must name every stored data key. [`StoreError::Conflict`] when one of
+    /// them does not exist or a stored key is not named, and then nothing changes.
     async fn rewrap_data_keys(&self, keys: &[StoredDataKey]) -> Result<(), StoreError>;
 
     /// Lists sealed credentials ordered by integration id, starting after `after`.

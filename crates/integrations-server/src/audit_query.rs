@@ -6,6 +6,8 @@ use integrations_core::{AuditAction, AuditQuery};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use integrations_core::service::MAX_AUDIT_PAGE;
+
 use crate::handlers::{Query, QueryParams, DEFAULT_AUDIT_LIMIT};
 
 /// Every parameter the audit route accepts.
@@ -25,6 +27,12 @@ pub fn parse(params: QueryParams) -> Result<AuditQuery, ApiError> {
     let mut query = Query::new(params);
     let offset = query.take_u64("offset")?.unwrap_or(0);
     let limit = query.take_u64("limit")?.unwrap_or(DEFAULT_AUDIT_LIMIT);
+    // A silently shortened page would make a client that pages by its own limit skip events.
+    if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "query parameter limit must be between 1 and {MAX_AUDIT_PAGE}"
+        )));
+    }
     let from = query
         .take("from")?
         .map(|value| parse_time("from", &value))

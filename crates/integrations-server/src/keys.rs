@@ -7,7 +7,7 @@
 //! half-written file.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -125,8 +125,8 @@ pub fn parse_master_key_env(variable: &str, text: &SecretString) -> Result<Maste
 
 /// Reads a master key file, refusing one that group or others can read.
 pub fn read_master_key(path: &Path) -> Result<MasterKey, KeyError> {
-    let text = read_key_file(path)?;
     require_owner_only(path)?;
+    let text = read_key_file(path)?;
     parse_master_key(&text, path)
 }
 
@@ -206,12 +206,27 @@ fn read_or_create_key_file(
     }
 }
 
+/// Largest key file read, in bytes. Every key format fits in far less, and the bound keeps a
+/// path such as `/dev/zero` from being read without end.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
 fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
-    let bytes = Zeroizing::new(fs::read(path).map_err(|source| KeyError::Io {
+    let io_error = |source| KeyError::Io {
         action: "failed to read key file",
         path: path.to_owned(),
         source,
-    })?);
+    };
+    let file = fs::File::open(path).map_err(io_error)?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(KeyError::Malformed(format!(
+            "key file {} is larger than {MAX_KEY_FILE_BYTES} bytes; it must hold one key",
+            path.display()
+        )));
+    }
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         KeyError::Malformed(format!("key file {} is not valid UTF-8", path.display()))
     })?;
@@ -368,6 +383,17 @@ mod tests {
         let (key, source) = load_master_key(None, Some(&path), dir.path()).unwrap();
         assert_eq!(source, KeySource::File(path.clone()));
         assert_eq!(key.id(), MasterKey::from_bytes([0x22; 32]).id());
+    }
+
+    #[test]
+    fn oversized_key_file_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.key");
+        write_key(&path, &"a".repeat(5000), 0o600);
+        let error = load_master_key(None, Some(&path), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("larger than 4096 bytes"), "{error}");
     }
 
     #[test]

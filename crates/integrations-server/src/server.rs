@@ -33,7 +33,7 @@ pub enum StartError {
     #[error("failed to open the database: {0}")]
     Store(StoreError),
     /// The master key cannot open the stored data keys or credentials.
-    #[error("the master key cannot open the stored credentials: {0}; start with the master key that wrapped them, or move them to a new key with rotate-master-key")]
+    #[error("the master key cannot open the stored credentials: {0}")]
     WrongMasterKey(String),
     /// No master key is configured or on disk, but the database contains data keys or sealed
     /// credentials.
@@ -167,7 +167,24 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
         .verify_master_key()
         .await
         .map_err(|error| StartError::Store(StoreError::Unavailable(error.to_string())))?;
+    let missing = if check.unopenable.is_empty() {
+        Vec::new()
+    } else {
+        let keys = service
+            .store()
+            .list_data_keys()
+            .await
+            .map_err(StartError::Store)?;
+        integrations_core::keyring::missing_data_keys(service.store().as_ref(), &keys)
+            .await
+            .map_err(StartError::Store)?
+    };
     if check.wrong_key() {
+        if !missing.is_empty() {
+            return Err(StartError::WrongMasterKey(
+                KeyringError::MissingDataKeys(missing).to_string(),
+            ));
+        }
         return Err(StartError::WrongMasterKey(format!(
             "none of the {} stored integrations opens with key id {}",
             check.checked,
@@ -185,6 +202,7 @@ pub async fn prepare(config: &ServeConfig) -> Result<AppState, StartError> {
         tracing::error!(
             integrations = check.checked,
             unopenable = ?check.unopenable,
+            missing_data_keys = ?missing,
             "stored credentials of some integrations cannot be opened; update them with new credentials or restore them from a backup"
         );
     }

@@ -318,6 +318,8 @@ async fn audit_filter_errors_name_parameter() {
         ("?integration=not-a-uuid", "integration"),
         ("?action=logged_in", "access_denied"),
         ("?limit=-1", "limit"),
+        ("?limit=0", "limit"),
+        ("?limit=1001", "between 1 and 1000"),
         ("?actor=", "actor"),
         ("?color=blue", "color"),
     ];

@@ -403,3 +403,51 @@ async fn master_key_switch_needs_both_keys() {
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.body[0]["credentials"]["token"], "ghp_switch_keys");
 }
+
+#[tokio::test]
+async fn stale_server_reports_keys_unavailable() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let server = Server::start_with(Options::default().data_dir(&data_dir));
+    common::create_integration(&server, common::github_global("ghp_stale_server", false)).await;
+    let rotated = rotate_key(&data_dir, 10, 0).output().unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+
+    let new_key_path = temp.path().join("new-master.key");
+    std::fs::write(
+        &new_key_path,
+        "qrvM3e7/ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJk=\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&new_key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut switch = command(&["rotate-master-key", "--data-dir"]);
+    switch
+        .arg(&data_dir)
+        .arg("--new-master-key-file")
+        .arg(&new_key_path);
+    assert!(switch.output().unwrap().status.success());
+
+    // The running server never loaded the key that rotate-key added, and its master key no
+    // longer unwraps it: it says so, and /health takes it out of a load balancer.
+    let reply = call(
+        &server,
+        "GET",
+        "/sfp/api/integrations/credentials?provider=github",
+        Some(&server.owner),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert!(
+        reply.message().starts_with("Encryption keys unavailable"),
+        "{}",
+        reply.text
+    );
+    let health = call(&server, "GET", "/health", None, None).await;
+    assert_eq!(health.status, 503, "{}", health.text);
+    assert!(
+        server.log().contains("is wrapped by master key"),
+        "{}",
+        server.log()
+    );
+}

@@ -156,6 +156,7 @@ macro_rules! conformance_tests {
             data_key_state_and_rewrap,
             sealed_rows_paged,
             sealed_replace_compares,
+            data_key_rules_hold,
             token_insert_list,
             token_find_by_hash,
             token_duplicate_rejected,
@@ -1493,6 +1494,49 @@ pub async fn data_key_state_and_rewrap<S: ConformanceStore>(store: S) {
     let primary = store.primary_data_key().await.unwrap().unwrap();
     assert_eq!(primary.id, "dk-b");
     assert_eq!(primary.state, DataKeyState::Rotating);
+}
+
+/// One wrapping key for every data key, one unfinished rotation at a time, and rewraps that
+/// name every key: each refused change leaves the keys as they were.
+pub async fn data_key_rules_hold<S: ConformanceStore>(store: S) {
+    store
+        .insert_data_key(&data_key("dk-a", true, 0))
+        .await
+        .unwrap();
+    let other_master = StoredDataKey {
+        wrapping_key_id: "ffffffff".to_owned(),
+        ..data_key("dk-other", true, 1)
+    };
+    let result = store.insert_data_key(&other_master).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+
+    let rotating = |id: &str, offset: i64| StoredDataKey {
+        state: DataKeyState::Rotating,
+        ..data_key(id, true, offset)
+    };
+    store.insert_data_key(&rotating("dk-b", 2)).await.unwrap();
+    let result = store.insert_data_key(&rotating("dk-c", 3)).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    assert_eq!(
+        store.primary_data_key().await.unwrap().unwrap().id,
+        "dk-b",
+        "a refused key must not demote the primary"
+    );
+
+    let rewrapped = StoredDataKey {
+        wrapping_key_id: "ffffffff".to_owned(),
+        ..data_key("dk-a", false, 0)
+    };
+    let result = store.rewrap_data_keys(&[rewrapped]).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    let ids: Vec<String> = store
+        .list_data_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|key| key.wrapping_key_id)
+        .collect();
+    assert_eq!(ids, vec!["0a1b2c3d", "0a1b2c3d"]);
 }
 
 /// Sealed rows page by id, each page starting after the last id of the previous one.

@@ -18,6 +18,7 @@
 
 mod any;
 mod codec;
+mod data_keys;
 mod error;
 mod memory;
 mod postgres;
@@ -27,6 +28,7 @@ mod sqlite;
 pub mod conformance;
 
 pub use any::{open, AnyStore};
+pub(crate) use data_keys::{check_all_named, check_same_wrapping};
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, DATABASE_FILE};

@@ -371,12 +371,24 @@ impl IntegrationStore for MemoryStore {
 
     async fn insert_data_key(&self, key: &StoredDataKey) -> Result<(), StoreError> {
         let mut state = self.lock();
-        if state.data_keys.iter().any(|existing| existing.id == key.id) {
+        if state.data_keys.iter().any(|existing| existing.id == key.id)
+            || (key.state == DataKeyState::Rotating
+                && state
+                    .data_keys
+                    .iter()
+                    .any(|existing| existing.state == DataKeyState::Rotating))
+        {
             return Err(StoreError::Conflict(format!(
-                "data key {} was added at the same time",
+                "data key {} or another unfinished rotation was added at the same time",
                 key.id
             )));
         }
+        let wrapping: Vec<String> = state
+            .data_keys
+            .iter()
+            .map(|existing| existing.wrapping_key_id.clone())
+            .collect();
+        crate::check_same_wrapping(key, &wrapping)?;
         if key.is_primary {
             for existing in &mut state.data_keys {
                 existing.is_primary = false;
@@ -399,6 +411,8 @@ impl IntegrationStore for MemoryStore {
 
     async fn rewrap_data_keys(&self, keys: &[StoredDataKey]) -> Result<(), StoreError> {
         let mut state = self.lock();
+        let stored: Vec<String> = state.data_keys.iter().map(|key| key.id.clone()).collect();
+        crate::check_all_named(keys, &stored)?;
         if let Some(missing) = keys
             .iter()
             .find(|key| !state.data_keys.iter().any(|existing| existing.id == key.id))

@@ -543,6 +543,17 @@ async fn master_key_switch_rewraps_every_data_key() {
         assert_eq!(key.wrapping_key_id, new.id());
     }
 
+    // A process still on the old master key cannot add a data key after the switch.
+    let stale = cipher.add_primary(DataKeyState::Active).await.unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            KeyringError::Store(integrations_core::StoreError::Conflict(_))
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(store.list_data_keys().await.unwrap().len(), 2);
+
     let with_new = prepared(store.clone(), &new).await;
     assert_eq!(
         with_new.open(&sealed, b"ad").await.unwrap().as_slice(),
@@ -601,4 +612,69 @@ async fn data_keys_never_stored_in_plaintext() {
             key.id
         );
     }
+}
+
+#[tokio::test]
+async fn concurrent_rotations_share_one_key() {
+    let store = MemoryStore::new();
+    let master = MasterKey::generate();
+    let cipher = prepared(Arc::new(store.clone()), &master).await;
+    let service = IntegrationService::new(
+        Arc::new(store.clone()),
+        cipher.clone(),
+        Arc::new(store.clone()),
+    );
+    for index in 0..40 {
+        service
+            .create_integration(&owner(), github_pat(&format!("ghp_concurrent_{index}")))
+            .await
+            .unwrap();
+    }
+    let options = RotationOptions {
+        batch_size: 5,
+        pause: Duration::from_millis(1),
+    };
+    let (first, second) = tokio::join!(
+        rotate_data_key(&cipher, options, |_| {}),
+        rotate_data_key(&cipher, options, |_| {})
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.data_key, second.data_key);
+    assert!(first.resumed || second.resumed);
+    assert_eq!(store.list_data_keys().await.unwrap().len(), 2);
+    let primary = store.primary_data_key().await.unwrap().unwrap();
+    assert_eq!(primary.id, first.data_key);
+    assert_eq!(primary.state, DataKeyState::Active);
+    let counts = count_rows_by_key(&store, 100).await.unwrap();
+    assert_eq!(counts.get(&primary.id), Some(&40), "{counts:?}");
+}
+
+#[tokio::test]
+async fn missing_data_keys_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_in_dir(dir.path()).await.unwrap();
+    let master = MasterKey::generate();
+    let cipher = prepared(Arc::new(store.clone()), &master).await;
+    let created = service(&store, cipher)
+        .create_integration(&owner(), github_pat("ghp_orphaned"))
+        .await
+        .unwrap();
+    let lost = store.primary_data_key().await.unwrap().unwrap().id;
+    sqlx::query("DELETE FROM data_keys")
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let error = EnvelopeCipher::new(Arc::new(store.clone()), Arc::new(master))
+        .prepare()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, KeyringError::MissingDataKeys(ids) if ids == &vec![lost.clone()]),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(&lost), "{error}");
+    // No new key was created over the lost one.
+    assert!(store.list_data_keys().await.unwrap().is_empty());
+    assert!(store.find_integration(created.id).await.unwrap().is_some());
 }

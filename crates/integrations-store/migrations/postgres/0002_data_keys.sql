@@ -11,3 +11,6 @@ CREATE TABLE data_keys (
 
 -- New writes use one primary data key, whichever process adds it.
 CREATE UNIQUE INDEX data_keys_one_primary ON data_keys (is_primary) WHERE is_primary;
+
+-- At most one rotation is unfinished, so two rotate-key runs cannot both add a key.
+CREATE UNIQUE INDEX data_keys_one_rotating ON data_keys (state) WHERE state = 'rotating';

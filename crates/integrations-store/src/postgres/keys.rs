@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{clamp, is_retryable, PostgresStore};
 use crate::codec;
 use crate::error::{self, TxError};
+use crate::{check_all_named, check_same_wrapping};
 
 const DATA_KEY_COLUMNS: &str = "id, wrapped, wrapping_key_id, is_primary, state, created_at";
 
@@ -47,6 +48,11 @@ impl PostgresStore {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext('integrations.data_keys'))")
                 .execute(&mut *transaction)
                 .await?;
+            let wrapping: Vec<String> =
+                sqlx::query_scalar("SELECT DISTINCT wrapping_key_id FROM data_keys")
+                    .fetch_all(&mut *transaction)
+                    .await?;
+            check_same_wrapping(key, &wrapping)?;
             if key.is_primary {
                 sqlx::query("UPDATE data_keys SET is_primary = FALSE WHERE is_primary")
                     .execute(&mut *transaction)
@@ -67,7 +73,7 @@ impl PostgresStore {
             if let Err(error) = inserted {
                 if error::database_kind(&error) == Some(ErrorKind::UniqueViolation) {
                     return Err(TxError::from(StoreError::Conflict(format!(
-                        "data key {} or another primary data key was added at the same time",
+                        "data key {} or another unfinished rotation was added at the same time",
                         key.id
                     ))));
                 }
@@ -104,6 +110,13 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         error::retry("rewrap data keys", is_retryable, || async {
             let mut transaction = self.pool().begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('integrations.data_keys'))")
+                .execute(&mut *transaction)
+                .await?;
+            let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM data_keys")
+                .fetch_all(&mut *transaction)
+                .await?;
+            check_all_named(keys, &stored)?;
             for key in keys {
                 let changed = sqlx::query(
                     "UPDATE data_keys SET wrapped = $1, wrapping_key_id = $2 WHERE id = $3",

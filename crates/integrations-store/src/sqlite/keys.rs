@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{clamp, is_retryable, SqliteStore};
 use crate::codec;
 use crate::error::{self, TxError};
+use crate::{check_all_named, check_same_wrapping};
 
 const DATA_KEY_COLUMNS: &str = "id, wrapped, wrapping_key_id, is_primary, state, created_at";
 
@@ -43,6 +44,11 @@ impl SqliteStore {
     pub(super) async fn insert_data_key_sql(&self, key: &StoredDataKey) -> Result<(), StoreError> {
         error::retry("insert data key", is_retryable, || async {
             let mut transaction = self.begin_write().await?;
+            let wrapping: Vec<String> =
+                sqlx::query_scalar("SELECT DISTINCT wrapping_key_id FROM data_keys")
+                    .fetch_all(&mut *transaction)
+                    .await?;
+            check_same_wrapping(key, &wrapping)?;
             if key.is_primary {
                 sqlx::query("UPDATE data_keys SET is_primary = 0 WHERE is_primary = 1")
                     .execute(&mut *transaction)
@@ -63,7 +69,7 @@ impl SqliteStore {
             if let Err(error) = inserted {
                 if error::database_kind(&error) == Some(ErrorKind::UniqueViolation) {
                     return Err(TxError::from(StoreError::Conflict(format!(
-                        "data key {} or another primary data key was added at the same time",
+                        "data key {} or another unfinished rotation was added at the same time",
                         key.id
                     ))));
                 }
@@ -100,6 +106,10 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         error::retry("rewrap data keys", is_retryable, || async {
             let mut transaction = self.begin_write().await?;
+            let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM data_keys")
+                .fetch_all(&mut *transaction)
+                .await?;
+            check_all_named(keys, &stored)?;
             for key in keys {
                 let changed = sqlx::query(
                     "UPDATE data_keys SET wrapped = ?, wrapping_key_id = ? WHERE id = ?",
