@@ -142,7 +142,7 @@ fn primary_key_line(output: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rotation_under_load_keeps_every_read_and_value() {
+async fn rotation_under_load_keeps_values() {
     let server = Server::start();
     let count = rows();
     let expected = Arc::new(create_many(&server, count).await);
@@ -218,7 +218,7 @@ async fn rotation_under_load_keeps_every_read_and_value() {
         .count();
     assert!(progress_lines >= 10, "{stdout}");
 
-    // Every value is unchanged afterwards, through this server and through a fresh one.
+    // Every value is unchanged afterwards.
     let client = reqwest::Client::new();
     let checked = read_all_and_check(&client, &server, &expected, &HashMap::new())
         .await
@@ -371,7 +371,8 @@ async fn master_key_switch_needs_both_keys() {
     );
     assert!(stdout.contains("rewrapped 1 data keys"), "{stdout}");
 
-    // The old key in the data directory no longer opens the data keys, and says which key does.
+    // The old key in the data directory no longer opens the data keys, and the error names the
+    // key that wraps them.
     let failure = Server::try_start(Options::default().data_dir(&data_dir))
         .err()
         .expect("the old master key is refused");
@@ -428,7 +429,7 @@ async fn stale_server_reports_keys_unavailable() {
     assert!(switch.output().unwrap().status.success());
 
     // The running server never loaded the key that rotate-key added, and its master key no
-    // longer unwraps it: it says so, and /health takes it out of a load balancer.
+    // longer unwraps it. Its responses and /health report the keys as unavailable.
     let reply = call(
         &server,
         "GET",
