@@ -90,7 +90,8 @@ pub struct ChainedEvent {
 /// Why the chain is broken at an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainBreakReason {
-    /// The event has no stored hash.
+    /// The event has no stored hash. Stores chain such events only while no event has a
+    /// hash, so after that a missing hash means it was removed.
     Unchained,
     /// The event's hash does not match its contents: the event was edited.
     Edited,
@@ -102,7 +103,9 @@ pub enum ChainBreakReason {
 impl fmt::Display for ChainBreakReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            ChainBreakReason::Unchained => "the event has no chain hash",
+            ChainBreakReason::Unchained => {
+                "the event has no chain hash (it was never chained, or its hash was removed)"
+            }
             ChainBreakReason::Edited => {
                 "the event's hash does not match its contents (the event was edited)"
             }

@@ -1086,7 +1086,7 @@ fn shown(identifier: &str) -> String {
 
 /// Reports whether a character is invisible or reorders text (zero-width and bidirectional
 /// controls, soft hyphen, byte order mark), which lets one identifier pass for another.
-fn is_invisible_format(c: char) -> bool {
+pub(crate) fn is_invisible_format(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'

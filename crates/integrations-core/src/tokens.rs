@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::error::ServiceError;
 use crate::model::{Actor, Role};
-use crate::service::{require_owner, IntegrationService};
+use crate::service::{is_invisible_format, require_owner, IntegrationService};
 
 /// Prefix of every application token, so that a leaked token is recognisable in a scan and the
 /// server can tell it from a JWT without parsing.
@@ -193,10 +193,13 @@ fn validate_name(name: &str) -> Result<String, ServiceError> {
             format!("name is longer than {MAX_TOKEN_NAME_LEN} characters"),
         ));
     }
-    if name.chars().any(char::is_control) {
+    if name
+        .chars()
+        .any(|c| c.is_control() || is_invisible_format(c))
+    {
         return Err(ServiceError::invalid(
             "name",
-            "name must not contain control characters",
+            "name must not contain control, zero-width or bidirectional formatting characters",
         ));
     }
     Ok(name.to_owned())
@@ -419,6 +422,18 @@ mod tests {
                 panic!("{bad:?} accepted");
             };
             assert_eq!(field, "name");
+        }
+        for hidden in [
+            "ci\u{202E}gpj.exe",
+            "c\u{200B}i",
+            "\u{FEFF}ci",
+            "ci\u{2066}x\u{2069}",
+        ] {
+            let Err(ServiceError::InvalidInput { field, message }) = validate_name(hidden) else {
+                panic!("{hidden:?} accepted");
+            };
+            assert_eq!(field, "name");
+            assert!(message.contains("bidirectional"), "{message}");
         }
         let long = validate_name(&"a".repeat(101)).unwrap_err();
         assert!(long.to_string().contains("100 characters"), "{long}");

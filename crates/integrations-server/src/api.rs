@@ -221,20 +221,32 @@ fn application_token_routes(
         .and(authenticated(state))
         .and(query())
         .then(|caller: Caller, query| async move {
-            reply(application_tokens::list(&caller.state.service, &caller.actor, query).await)
+            respond(
+                &caller,
+                application_tokens::list(&caller.state.service, &caller.actor, query).await,
+            )
+            .await
         });
     let create = warp::path!("application-tokens")
         .and(warp::post())
         .and(authenticated(state))
         .and(json_body())
         .then(|caller: Caller, body: Bytes| async move {
-            reply(application_tokens::create(&caller.state.service, &caller.actor, body).await)
+            respond(
+                &caller,
+                application_tokens::create(&caller.state.service, &caller.actor, body).await,
+            )
+            .await
         });
     let revoke = warp::path!("application-tokens" / String)
         .and(warp::delete())
         .and(authenticated(state))
         .then(|id: String, caller: Caller| async move {
-            reply(application_tokens::revoke(&caller.state.service, &caller.actor, &id).await)
+            respond(
+                &caller,
+                application_tokens::revoke(&caller.state.service, &caller.actor, &id).await,
+            )
+            .await
         });
 
     list.or(create).unify().or(revoke).unify().boxed()

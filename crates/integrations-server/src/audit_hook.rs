@@ -15,13 +15,14 @@ use crate::AppState;
 pub const CREDENTIALS_ROUTE: &str = "/sfp/api/integrations/credentials";
 
 /// Route templates under `/sfp/api` whose paths have no parameter.
-const FIXED_ROUTES: [&str; 6] = [
+const FIXED_ROUTES: [&str; 7] = [
     "/sfp/api/integrations",
     "/sfp/api/integrations/defaults",
     CREDENTIALS_ROUTE,
     "/sfp/api/integrations/platforms/health",
     "/sfp/api/projects",
     "/sfp/api/audit",
+    "/sfp/api/application-tokens",
 ];
 
 /// Returns the method and route template of a request to an authenticated route.
@@ -41,6 +42,11 @@ pub fn route_template(path: &str) -> &'static str {
     }
     if trimmed.starts_with("/sfp/api/projects/") {
         return "/sfp/api/projects/{identifier}";
+    }
+    if let Some(rest) = trimmed.strip_prefix("/sfp/api/application-tokens/") {
+        if !rest.contains('/') {
+            return "/sfp/api/application-tokens/{id}";
+        }
     }
     match trimmed.strip_prefix("/sfp/api/integrations/") {
         Some(rest) if !rest.contains('/') => "/sfp/api/integrations/{id}",
@@ -98,6 +104,12 @@ mod tests {
             ),
             ("/sfp/api/audit", "/sfp/api/audit"),
             ("/sfp/api/integrations/a/b", "/sfp/api/{unknown}"),
+            ("/sfp/api/application-tokens", "/sfp/api/application-tokens"),
+            (
+                "/sfp/api/application-tokens/0d6c1f7e-0000-4000-8000-000000000000",
+                "/sfp/api/application-tokens/{id}",
+            ),
+            ("/sfp/api/application-tokens/a/b", "/sfp/api/{unknown}"),
         ];
         for (path, expected) in cases {
             assert_eq!(route_template(path), expected, "{path}");

@@ -328,7 +328,11 @@ async fn bad_bodies_name_field() {
         (br#"{"name": 7}"#, "name must be a string"),
         (
             br#"{"name": "tab\there"}"#,
-            "name must not contain control characters",
+            "name must not contain control, zero-width or bidirectional formatting characters",
+        ),
+        (
+            br#"{"name": "ci\u202egpj.exe"}"#,
+            "name must not contain control, zero-width or bidirectional formatting characters",
         ),
         (
             br#"{"name": "ci", "expiresIn": 0}"#,

@@ -341,3 +341,76 @@ async fn audit_filter_errors_name_parameter() {
         assert_eq!(reply.body["statusCode"], 400, "{query}");
     }
 }
+
+#[tokio::test]
+async fn verify_finds_edit_behind_cleared_hashes() {
+    let server = server_with_events().await;
+    let mut connection = open_database(&server.data_dir).await;
+    let ids = ids_in_write_order(&mut connection).await;
+    let edited = &ids[1];
+
+    // Clearing the hashes from the edited event on must not let the next store open chain the
+    // edited rows again.
+    sqlx::query("UPDATE audit_events SET actor_subject = 'x' WHERE seq = 2")
+        .execute(&mut connection)
+        .await
+        .expect("edit event");
+    sqlx::query("UPDATE audit_events SET hash = NULL WHERE seq >= 2")
+        .execute(&mut connection)
+        .await
+        .expect("clear hashes");
+    let first = verify(&server.data_dir);
+    let second = verify(&server.data_dir);
+
+    assert_eq!(first.status.code(), Some(1), "{first:?}");
+    let text = stdout(&first);
+    assert!(text.contains(edited.as_str()), "{text}");
+    assert!(text.contains("seq 2"), "{text}");
+    assert!(text.contains("never chained"), "{text}");
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    let unchained: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE hash IS NULL")
+        .fetch_one(&mut connection)
+        .await
+        .expect("count unchained rows");
+    assert_eq!(unchained, 3, "verify must not chain the cleared rows");
+}
+
+#[tokio::test]
+async fn application_token_denials_audited() {
+    let server = Server::start();
+
+    let created = call(
+        &server,
+        "POST",
+        "/sfp/api/application-tokens",
+        Some(&server.member),
+        Some(serde_json::json!({"name": "ci"})),
+    )
+    .await;
+    let id = uuid::Uuid::new_v4();
+    let revoke_path = format!("/sfp/api/application-tokens/{id}");
+    let revoked = reqwest::Client::new()
+        .delete(server.url(&revoke_path))
+        .bearer_auth(BAD_TOKEN)
+        .send()
+        .await
+        .expect("request is sent")
+        .status()
+        .as_u16();
+
+    assert_eq!(created.status, 403, "{}", created.text);
+    let denied = audit(&server, "?action=access_denied").await;
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["actorSubject"], "test-member");
+    assert_eq!(denied[0]["filters"]["method"], "POST");
+    assert_eq!(denied[0]["filters"]["route"], "/sfp/api/application-tokens");
+    assert_eq!(revoked, 401);
+    let failed = audit(&server, "?action=authentication_failed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["filters"]["method"], "DELETE");
+    assert_eq!(
+        failed[0]["filters"]["route"],
+        "/sfp/api/application-tokens/{id}"
+    );
+    assert!(!failed[0].to_string().contains(&id.to_string()));
+}

@@ -108,11 +108,21 @@ impl PostgresStore {
     }
 
     /// Chains the audit events written before the chain existed, in one transaction under the
-    /// chain lock. Later events are chained as they are written, so this updates no row after
-    /// the first connect to an upgraded database.
+    /// chain lock that writers take.
+    ///
+    /// Runs only while no event has a hash, that is before the chain has started. Once any
+    /// event is chained, an event without a hash was changed after it was written, so it is
+    /// left for `verify_chain` to report, and this returns without writing.
     async fn chain_unchained_once(&self) -> Result<(), TxError> {
         let mut transaction = self.pool.begin().await?;
         lock_audit_chain(&mut transaction).await?;
+        let started: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_events WHERE hash IS NOT NULL)")
+                .fetch_one(&mut *transaction)
+                .await?;
+        if started {
+            return Ok(());
+        }
         let sql = format!(
             "SELECT {AUDIT_COLUMNS}, seq, prev_hash, hash FROM audit_events \
              WHERE hash IS NULL ORDER BY seq"
@@ -122,18 +132,11 @@ impl PostgresStore {
             .iter()
             .map(decode_chained)
             .collect::<Result<Vec<_>, _>>()?;
-        let Some(first) = unchained.first() else {
+        if unchained.is_empty() {
             return Ok(());
-        };
+        }
 
-        let mut previous: Vec<u8> = sqlx::query_scalar(
-            "SELECT hash FROM audit_events WHERE hash IS NOT NULL AND seq < $1 \
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(first.seq)
-        .fetch_optional(&mut *transaction)
-        .await?
-        .unwrap_or_else(|| audit_chain::GENESIS_HASH.to_vec());
+        let mut previous: Vec<u8> = audit_chain::GENESIS_HASH.to_vec();
         for stored in &unchained {
             let hash = audit_chain::chain_hash(&previous, &stored.event);
             sqlx::query(

@@ -419,3 +419,54 @@ async fn audit_chain_upgrades_unchained_rows() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn audit_chain_nulled_hashes_stay_broken() {
+    with_database("audit_chain_nulled_hashes_stay_broken", |url| async move {
+        use integrations_core::audit_chain::{verify_chain, ChainBreakReason};
+        let (store, mut raw) = store_and_raw_connection(&url).await;
+        let events: Vec<_> = (0..4)
+            .map(|index| audit_event(&format!("user{index}")))
+            .collect();
+        for event in &events {
+            store.append_audit(event).await.expect("append audit");
+        }
+        let edited_seq: i64 = sqlx::query_scalar("SELECT seq FROM audit_events WHERE id = $1")
+            .bind(events[1].id)
+            .fetch_one(&mut raw)
+            .await
+            .expect("seq of event");
+        // An edit hidden by clearing the hashes from the edited event on, so that a store that
+        // chained every row without a hash would rebuild a valid chain over the edit.
+        sqlx::query("UPDATE audit_events SET actor_subject = 'mallory' WHERE seq = $1")
+            .bind(edited_seq)
+            .execute(&mut raw)
+            .await
+            .expect("edit event");
+        sqlx::query("UPDATE audit_events SET hash = NULL WHERE seq >= $1")
+            .bind(edited_seq)
+            .execute(&mut raw)
+            .await
+            .expect("clear hashes");
+        store.close().await;
+
+        let reopened = PostgresStore::connect(&url).await.expect("reconnect");
+        let unchained: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE hash IS NULL")
+                .fetch_one(&mut raw)
+                .await
+                .expect("count unchained rows");
+        assert_eq!(unchained, 3, "connecting must not chain the cleared rows");
+        reopened
+            .append_audit(&audit_event("later"))
+            .await
+            .expect("append audit");
+
+        let verification = verify_chain(&reopened).await.expect("verify");
+        let broken = verification.first_break.expect("cleared hashes detected");
+        assert_eq!(broken.id, events[1].id);
+        assert_eq!(broken.reason, ChainBreakReason::Unchained);
+        reopened.close().await;
+    })
+    .await;
+}
