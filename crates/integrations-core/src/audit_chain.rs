@@ -172,7 +172,9 @@ pub fn check_link(previous: &[u8], stored: &ChainedEvent) -> Result<(), ChainBre
 /// [`IntegrationStore::list_audit_chain`], so memory stays bounded on large logs.
 pub async fn verify_chain(store: &dyn IntegrationStore) -> Result<ChainVerification, StoreError> {
     let mut previous: Vec<u8> = GENESIS_HASH.to_vec();
-    let mut after_seq = 0;
+    // Stores number events from 1, but a row inserted by hand may carry any seq, and a forged
+    // row below 1 must be walked too.
+    let mut after_seq = i64::MIN;
     let mut checked = 0;
     loop {
         let batch = store.list_audit_chain(after_seq, VERIFY_BATCH).await?;

@@ -1053,7 +1053,8 @@ fn check_credentials_access(actor: &Actor, filter: &CredentialFilter) -> Result<
     }
 }
 
-pub(crate) fn require_owner(actor: &Actor) -> Result<(), ServiceError> {
+/// Rejects every role but owner with [`ServiceError::Forbidden`].
+pub fn require_owner(actor: &Actor) -> Result<(), ServiceError> {
     if actor.role == Role::Owner {
         Ok(())
     } else {
@@ -1090,11 +1091,21 @@ pub(crate) fn is_invisible_format(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
     )
 }
 

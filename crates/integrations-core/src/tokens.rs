@@ -428,6 +428,16 @@ mod tests {
             "c\u{200B}i",
             "\u{FEFF}ci",
             "ci\u{2066}x\u{2069}",
+            "ci\u{061C}",
+            "ci\u{180E}",
+            "c\u{034F}i",
+            "\u{3164}",
+            "ci\u{FE0F}",
+            "ci\u{E0001}",
+            "c\u{2028}i",
+            "ci\u{FFF9}",
+            "ci\u{206A}",
+            "ci\u{17B4}",
         ] {
             let Err(ServiceError::InvalidInput { field, message }) = validate_name(hidden) else {
                 panic!("{hidden:?} accepted");

@@ -82,6 +82,9 @@ pub async fn revoke(
     actor: &Actor,
     id: &str,
 ) -> Result<Response, ApiError> {
+    // The role is checked before the id, so a caller who may not revoke gets 403 whatever id
+    // it sends, and the denial is audited.
+    integrations_core::service::require_owner(actor)?;
     let id = Uuid::parse_str(id).map_err(|_| ApiError::bad_request("id must be a UUID"))?;
     service.revoke_application_token(actor, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use integrations_core::audit_chain::verify_chain;
+use integrations_core::StoreError;
 use secrecy::ExposeSecret;
 
 use crate::config::AuditVerifyConfig;
@@ -49,6 +50,16 @@ pub async fn verify(config: &AuditVerifyConfig) -> ExitCode {
     };
     let verification = match verify_chain(store.as_ref()).await {
         Ok(verification) => verification,
+        // A row that does not decode was written or edited by hand: the log is broken, not
+        // unreachable.
+        Err(StoreError::Corrupt(message)) => {
+            let mut stdout = std::io::stdout();
+            let _ = writeln!(
+                stdout,
+                "audit chain broken: a stored event is invalid ({message})"
+            );
+            return ExitCode::from(EXIT_BROKEN);
+        }
         Err(error) => {
             tracing::error!(error = %error, "failed to read the audit log");
             return ExitCode::from(EXIT_ERROR);

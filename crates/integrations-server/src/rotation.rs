@@ -26,6 +26,10 @@ pub enum RotationError {
     /// The rotation stopped part way; running the command again resumes it.
     #[error("key rotation stopped: {0}; run rotate-key again to resume")]
     Interrupted(String),
+    /// The given master key does not open the data keys, possibly because
+    /// `rotate-master-key` changed it since the command started.
+    #[error("the master key cannot open the stored credentials: {0}; if rotate-master-key ran meanwhile, run rotate-key again with the new master key")]
+    WrongMasterKey(String),
     /// The master key change was refused or failed; nothing was changed.
     #[error("{0}")]
     MasterKey(String),
@@ -59,7 +63,13 @@ pub async fn rotate_key(
         config.store.master_key_file.as_deref(),
         &config.store.database.data_dir,
     )?;
-    let cipher = envelope_cipher(store.clone(), &master_key).await?;
+    let cipher =
+        envelope_cipher(store.clone(), &master_key)
+            .await
+            .map_err(|error| match error {
+                StartError::WrongMasterKey(message) => RotationError::WrongMasterKey(message),
+                other => RotationError::Start(other),
+            })?;
     let options = RotationOptions {
         batch_size: config.batch_size,
         pause: Duration::from_millis(config.pause_ms),

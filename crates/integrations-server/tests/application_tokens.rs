@@ -149,6 +149,16 @@ async fn only_owner_manages_tokens() {
         assert_eq!(list.status, 403, "{}", list.text);
         let revoke = call(&server, "DELETE", &revoke_path, Some(caller), None).await;
         assert_eq!(revoke.status, 403, "{}", revoke.text);
+        // The role is checked before the id is parsed.
+        let bad_id = call(
+            &server,
+            "DELETE",
+            &format!("{TOKENS}/abc"),
+            Some(caller),
+            None,
+        )
+        .await;
+        assert_eq!(bad_id.status, 403, "{}", bad_id.text);
     }
 
     let still_valid = call(&server, "GET", GITHUB_CREDENTIALS, Some(&secret), None).await;

@@ -376,6 +376,44 @@ async fn verify_finds_edit_behind_cleared_hashes() {
 }
 
 #[tokio::test]
+async fn verify_finds_forged_and_invalid_rows() {
+    let server = server_with_events().await;
+    let mut connection = open_database(&server.data_dir).await;
+
+    // A row forged below the first sequence number is walked like any other.
+    let forged = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO audit_events (seq, id, at, actor_subject, actor_role, action, \
+         integration_ids, filters, outcome) SELECT -1, ?, at, 'mallory', 'owner', \
+         'integration_deleted', '[]', '{}', 'success' FROM audit_events WHERE seq = 1",
+    )
+    .bind(&forged)
+    .execute(&mut connection)
+    .await
+    .expect("insert forged event");
+    let output = verify(&server.data_dir);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(stdout(&output).contains(&forged), "{}", stdout(&output));
+
+    // A field that no longer decodes is a broken log, not an unreachable database.
+    sqlx::query("DELETE FROM audit_events WHERE seq = -1")
+        .execute(&mut connection)
+        .await
+        .expect("remove forged event");
+    sqlx::query("UPDATE audit_events SET action = 'bogus' WHERE seq = 2")
+        .execute(&mut connection)
+        .await
+        .expect("edit action");
+    let output = verify(&server.data_dir);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stdout(&output).contains("a stored event is invalid"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[tokio::test]
 async fn application_token_denials_audited() {
     let server = Server::start();
 
