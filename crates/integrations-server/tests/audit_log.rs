@@ -376,6 +376,33 @@ async fn verify_finds_edit_behind_cleared_hashes() {
 }
 
 #[tokio::test]
+async fn verify_finds_every_hash_cleared() {
+    let server = server_with_events().await;
+    let mut connection = open_database(&server.data_dir).await;
+    sqlx::query("UPDATE audit_events SET hash = NULL, prev_hash = NULL")
+        .execute(&mut connection)
+        .await
+        .expect("clear every hash");
+
+    let output = verify(&server.data_dir);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stdout(&output).contains("never chained"),
+        "{}",
+        stdout(&output)
+    );
+    let chained: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE hash IS NOT NULL")
+            .fetch_one(&mut connection)
+            .await
+            .expect("count chained rows");
+    assert_eq!(
+        chained, 0,
+        "opening the store chained the cleared rows again"
+    );
+}
+
+#[tokio::test]
 async fn verify_finds_forged_and_invalid_rows() {
     let server = server_with_events().await;
     let mut connection = open_database(&server.data_dir).await;

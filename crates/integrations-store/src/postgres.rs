@@ -125,7 +125,9 @@ impl PostgresStore {
         }
         let sql = format!(
             "SELECT {AUDIT_COLUMNS}, seq, prev_hash, hash FROM audit_events \
-             WHERE hash IS NULL ORDER BY seq"
+             WHERE hash IS NULL \
+             AND seq <= (SELECT COALESCE(MAX(last_unchained_seq), 0) FROM audit_chain_origin) \
+             ORDER BY seq"
         );
         let rows = sqlx::query(&sql).fetch_all(&mut *transaction).await?;
         let unchained = rows

@@ -309,6 +309,13 @@ async fn audit_chain_upgrades_unchained_rows() {
         .await
         .expect("insert unchained row");
     }
+    // As the chain migration records for a database that held these rows when it ran.
+    sqlx::query(
+        "UPDATE audit_chain_origin SET last_unchained_seq = (SELECT MAX(seq) FROM audit_events)",
+    )
+    .execute(&raw)
+    .await
+    .expect("record pre-chain rows");
     store.close().await;
     raw.close().await;
 
