@@ -85,6 +85,9 @@ pub struct ChainedEvent {
     pub prev_hash: Vec<u8>,
     /// Stored hash of this event; empty when the row was never chained.
     pub hash: Vec<u8>,
+    /// Stored search key of the event's `project` filter. It is derived from the filters, which
+    /// the hash covers, so a stored key that differs from them was edited.
+    pub project_key: Option<String>,
 }
 
 /// Why the chain is broken at an event.
@@ -157,7 +160,9 @@ pub fn check_link(previous: &[u8], stored: &ChainedEvent) -> Result<(), ChainBre
     if stored.hash.is_empty() {
         return Err(ChainBreakReason::Unchained);
     }
-    if chain_hash(&stored.prev_hash, &stored.event).as_slice() != stored.hash.as_slice() {
+    if chain_hash(&stored.prev_hash, &stored.event).as_slice() != stored.hash.as_slice()
+        || stored.project_key != crate::store::audit_project_key(&stored.event)
+    {
         return Err(ChainBreakReason::Edited);
     }
     if stored.prev_hash.as_slice() != previous {
@@ -282,8 +287,17 @@ mod tests {
             event: first.clone(),
             prev_hash: GENESIS_HASH.to_vec(),
             hash: hash.to_vec(),
+            project_key: crate::store::audit_project_key(&first),
         };
         assert_eq!(check_link(&GENESIS_HASH, &stored), Ok(()));
+        let search_key_edited = ChainedEvent {
+            project_key: Some("other/project".into()),
+            ..stored.clone()
+        };
+        assert_eq!(
+            check_link(&GENESIS_HASH, &search_key_edited),
+            Err(ChainBreakReason::Edited)
+        );
 
         let edited = ChainedEvent {
             event: AuditEvent {

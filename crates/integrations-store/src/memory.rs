@@ -79,6 +79,7 @@ impl State {
             event: event.clone(),
             prev_hash: previous,
             hash,
+            project_key: integrations_core::store::audit_project_key(event),
         });
     }
 

@@ -404,7 +404,7 @@ impl SqliteStore {
             return Ok(());
         }
         let sql = format!(
-            "SELECT {AUDIT_COLUMNS}, seq, prev_hash, hash FROM audit_events \
+            "SELECT {AUDIT_COLUMNS}, seq, prev_hash, hash, project_key FROM audit_events \
              WHERE hash IS NULL \
              AND seq <= (SELECT COALESCE(MAX(last_unchained_seq), 0) FROM audit_chain_origin) \
              ORDER BY seq"
@@ -681,7 +681,7 @@ impl IntegrationStore for SqliteStore {
         limit: u64,
     ) -> Result<Vec<ChainedEvent>, StoreError> {
         let sql = format!(
-            "SELECT {AUDIT_COLUMNS}, seq, prev_hash, hash FROM audit_events \
+            "SELECT {AUDIT_COLUMNS}, seq, prev_hash, hash, project_key FROM audit_events \
              WHERE seq > ? ORDER BY seq LIMIT ?"
         );
         let rows = sqlx::query(&sql)
@@ -967,5 +967,6 @@ fn decode_chained(row: &SqliteRow) -> Result<ChainedEvent, StoreError> {
         seq: row.try_get(9).map_err(error::map_error)?,
         prev_hash: bytes(10)?,
         hash: bytes(11)?,
+        project_key: row.try_get(12).map_err(error::map_error)?,
     })
 }

@@ -291,6 +291,28 @@ async fn audit_chain_detects_edit_and_delete() {
 }
 
 #[tokio::test]
+async fn audit_chain_detects_edited_search_key() {
+    use integrations_core::audit_chain::{verify_chain, ChainBreakReason};
+    use integrations_core::IntegrationStore;
+    let (_directory, store, raw) = store_and_raw_pool().await;
+    let event = audit_event("user").with_filter("project", "Owner/Repo");
+    store.append_audit(&event).await.expect("append audit");
+    assert_eq!(verify_chain(&store).await.unwrap().first_break, None);
+
+    // The search key is derived from the hashed filters, so moving an event to another
+    // project's search results is an edit.
+    sqlx::query("UPDATE audit_events SET project_key = 'other/repo' WHERE id = ?")
+        .bind(event.id.to_string())
+        .execute(&raw)
+        .await
+        .expect("edit search key");
+    let broken = verify_chain(&store).await.unwrap().first_break;
+    let broken = broken.expect("edit detected");
+    assert_eq!(broken.id, event.id);
+    assert_eq!(broken.reason, ChainBreakReason::Edited);
+}
+
+#[tokio::test]
 async fn audit_chain_upgrades_unchained_rows() {
     use integrations_core::IntegrationStore;
     let (directory, store, raw) = store_and_raw_pool().await;
