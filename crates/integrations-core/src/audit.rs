@@ -176,6 +176,19 @@ impl AuditEvent {
         self
     }
 
+    /// Adds the defaults that the audited change demoted: their ids join the integrations and
+    /// the `demoted_default` filter, so a search by a demoted integration finds the event.
+    pub fn with_demoted_defaults(mut self, ids: &[Uuid]) -> Self {
+        if ids.is_empty() {
+            return self;
+        }
+        self.integration_ids.extend(ids.iter().copied());
+        let names: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        self.filters
+            .insert("demoted_default".to_owned(), names.join(","));
+        self
+    }
+
     /// Adds one filter or identifier.
     pub fn with_filter(mut self, name: &str, value: impl Into<String>) -> Self {
         self.filters.insert(name.to_owned(), value.into());

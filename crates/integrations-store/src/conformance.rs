@@ -117,6 +117,7 @@ macro_rules! conformance_tests {
             integration_repeated_key,
             integration_duplicate_id,
             default_insert_replaces,
+            default_demotion_audited,
             default_ai_category_shared,
             default_categories_independent,
             default_requires_global,
@@ -1537,6 +1538,59 @@ pub async fn data_key_rules_hold<S: ConformanceStore>(store: S) {
         .map(|key| key.wrapping_key_id)
         .collect();
     assert_eq!(ids, vec!["0a1b2c3d", "0a1b2c3d"]);
+}
+
+/// The audit event of a change that demotes a default names the demoted integration, so a
+/// search by that integration finds it.
+pub async fn default_demotion_audited<S: ConformanceStore>(store: S) {
+    let first = default_of(Provider::Github, 0);
+    add(&store, &first, &[]).await;
+    let second = default_of(Provider::Github, 1);
+    let event = event(AuditAction::IntegrationCreated).with_integrations([second.integration.id]);
+    store
+        .insert_integration(&second, &[], &event)
+        .await
+        .unwrap();
+
+    let found = store
+        .search_audit(&AuditQuery {
+            integration: Some(first.integration.id),
+            action: Some(AuditAction::IntegrationCreated),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let demoting: Vec<&AuditEvent> = found.iter().filter(|found| found.id == event.id).collect();
+    assert_eq!(demoting.len(), 1, "{found:?}");
+    assert_eq!(
+        demoting[0].integration_ids,
+        vec![second.integration.id, first.integration.id]
+    );
+    assert_eq!(
+        demoting[0].filters.get("demoted_default"),
+        Some(&first.integration.id.to_string())
+    );
+
+    // Moving the default back by an update is audited the same way.
+    let moved = store
+        .update_integration(first.integration.id, &make_default(), &update_event())
+        .await
+        .unwrap();
+    assert!(moved.is_some());
+    let found = store
+        .search_audit(&AuditQuery {
+            integration: Some(second.integration.id),
+            action: Some(AuditAction::IntegrationUpdated),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        found[0].filters.get("demoted_default"),
+        Some(&second.integration.id.to_string())
+    );
+    assert!(verify_chain(&store).await.unwrap().first_break.is_none());
 }
 
 /// Sealed rows page by id, each page starting after the last id of the previous one.

@@ -117,13 +117,14 @@ impl State {
         Some(stored)
     }
 
-    /// Unsets the default of `category` other than `keep`.
+    /// Unsets the default of `category` other than `keep`, returning the ids it demoted.
     fn unset_default(
         &mut self,
         category: &str,
         keep: Uuid,
         updated_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) {
+    ) -> Vec<Uuid> {
+        let mut demoted = Vec::new();
         for stored in self.integrations.values_mut() {
             let integration = &mut stored.integration;
             if integration.category() == category
@@ -134,8 +135,10 @@ impl State {
                 if let Some(updated_at) = updated_at {
                     integration.updated_at = updated_at;
                 }
+                demoted.push(integration.id);
             }
         }
+        demoted
     }
 
     /// Ids of integrations linked to `key`, split into those scoped to it alone and the rest.
@@ -241,9 +244,11 @@ impl IntegrationStore for MemoryStore {
             )));
         }
 
-        if metadata.is_default {
-            state.unset_default(metadata.category(), metadata.id, Some(metadata.updated_at));
-        }
+        let demoted = if metadata.is_default {
+            state.unset_default(metadata.category(), metadata.id, Some(metadata.updated_at))
+        } else {
+            Vec::new()
+        };
         let mut stored = integration.clone();
         stored.integration.projects.clear();
         state.integrations.insert(metadata.id, stored);
@@ -252,7 +257,7 @@ impl IntegrationStore for MemoryStore {
                 .links
                 .insert(metadata.id, project_keys.iter().cloned().collect());
         }
-        state.push_audit(audit);
+        state.push_audit(&audit.clone().with_demoted_defaults(&demoted));
         Ok(())
     }
 
@@ -314,10 +319,12 @@ impl IntegrationStore for MemoryStore {
             return Err(default_not_global());
         }
 
-        if becomes_default {
+        let demoted = if becomes_default {
             let category = current.category();
-            state.unset_default(category, id, changes.updated_at);
-        }
+            state.unset_default(category, id, changes.updated_at)
+        } else {
+            Vec::new()
+        };
         let Some(stored) = state.integrations.get_mut(&id) else {
             return Ok(None);
         };
@@ -334,7 +341,7 @@ impl IntegrationStore for MemoryStore {
         if let Some(updated_at) = changes.updated_at {
             stored.integration.updated_at = updated_at;
         }
-        state.push_audit(audit);
+        state.push_audit(&audit.clone().with_demoted_defaults(&demoted));
         Ok(state.resolved(id))
     }
 

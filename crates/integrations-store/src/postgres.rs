@@ -277,15 +277,17 @@ impl PostgresStore {
             return Err(StoreError::ProjectNotFound(missing).into());
         }
 
-        if integration.is_default {
+        let demoted = if integration.is_default {
             unset_default(
                 &mut transaction,
                 integration.category(),
                 integration.id,
                 Some(integration.updated_at),
             )
-            .await?;
-        }
+            .await?
+        } else {
+            Vec::new()
+        };
         let inserted = sqlx::query(
             "INSERT INTO integrations (id, provider, category, auth_type, is_global, is_default, \
              config, credential_fields, sealed_credentials, created_at, updated_at) \
@@ -323,7 +325,11 @@ impl PostgresStore {
         .bind(&keys)
         .execute(&mut *transaction)
         .await?;
-        insert_audit(&mut transaction, audit).await?;
+        insert_audit(
+            &mut transaction,
+            &audit.clone().with_demoted_defaults(&demoted),
+        )
+        .await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -354,15 +360,17 @@ impl PostgresStore {
         };
         let current_integration = &current.integration;
 
-        if changes.is_default == Some(true) && !current_integration.is_default {
+        let demoted = if changes.is_default == Some(true) && !current_integration.is_default {
             unset_default(
                 &mut transaction,
                 current_integration.category(),
                 id,
                 changes.updated_at,
             )
-            .await?;
-        }
+            .await?
+        } else {
+            Vec::new()
+        };
         let (sealed, fields) = match &changes.sealed_credentials {
             Some((sealed, fields)) => (sealed.as_slice(), fields),
             None => (
@@ -387,7 +395,11 @@ impl PostgresStore {
         .execute(&mut *transaction)
         .await?;
 
-        insert_audit(&mut transaction, audit).await?;
+        insert_audit(
+            &mut transaction,
+            &audit.clone().with_demoted_defaults(&demoted),
+        )
+        .await?;
         let updated = load_integration(&mut transaction, id, false).await?;
         transaction.commit().await?;
         Ok(updated)
@@ -774,17 +786,17 @@ async fn unset_default(
     category: &str,
     keep: Uuid,
     updated_at: Option<DateTime<Utc>>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Vec<Uuid>, TxError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE integrations SET is_default = FALSE, updated_at = COALESCE($1, updated_at) \
-         WHERE category = $2 AND is_default AND id <> $3",
+         WHERE category = $2 AND is_default AND id <> $3 RETURNING id",
     )
     .bind(updated_at)
     .bind(category)
     .bind(keep)
-    .execute(connection)
+    .fetch_all(connection)
     .await?;
-    Ok(())
+    Ok(ids)
 }
 
 /// Runs `sql`, which selects integration ids for the project key bound as `$1`, sorted.

@@ -267,15 +267,17 @@ impl SqliteStore {
             return Err(StoreError::ProjectNotFound(missing).into());
         }
 
-        if integration.is_default {
+        let demoted = if integration.is_default {
             unset_default(
                 &mut transaction,
                 integration.category(),
                 integration.id,
                 Some(integration.updated_at),
             )
-            .await?;
-        }
+            .await?
+        } else {
+            Vec::new()
+        };
         let inserted = sqlx::query(
             "INSERT INTO integrations (id, provider, category, auth_type, is_global, is_default, \
              config, credential_fields, sealed_credentials, created_at, updated_at) \
@@ -316,7 +318,11 @@ impl SqliteStore {
             .execute(&mut *transaction)
             .await?;
         }
-        insert_audit(&mut transaction, audit).await?;
+        insert_audit(
+            &mut transaction,
+            &audit.clone().with_demoted_defaults(&demoted),
+        )
+        .await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -333,15 +339,17 @@ impl SqliteStore {
         };
         let current_integration = &current.integration;
 
-        if changes.is_default == Some(true) && !current_integration.is_default {
+        let demoted = if changes.is_default == Some(true) && !current_integration.is_default {
             unset_default(
                 &mut transaction,
                 current_integration.category(),
                 id,
                 changes.updated_at,
             )
-            .await?;
-        }
+            .await?
+        } else {
+            Vec::new()
+        };
         let (sealed, fields) = match &changes.sealed_credentials {
             Some((sealed, fields)) => (sealed.as_slice(), fields),
             None => (
@@ -368,7 +376,11 @@ impl SqliteStore {
         .execute(&mut *transaction)
         .await?;
 
-        insert_audit(&mut transaction, audit).await?;
+        insert_audit(
+            &mut transaction,
+            &audit.clone().with_demoted_defaults(&demoted),
+        )
+        .await?;
         let updated = load_integration(&mut transaction, id).await?;
         transaction.commit().await?;
         Ok(updated)
@@ -785,17 +797,19 @@ async fn unset_default(
     category: &str,
     keep: Uuid,
     updated_at: Option<DateTime<Utc>>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Vec<Uuid>, TxError> {
+    let ids: Vec<String> = sqlx::query_scalar(
         "UPDATE integrations SET is_default = 0, updated_at = COALESCE(?, updated_at) \
-         WHERE category = ? AND is_default = 1 AND id <> ?",
+         WHERE category = ? AND is_default = 1 AND id <> ? RETURNING id",
     )
     .bind(updated_at.map(codec::time_to_text))
     .bind(category)
     .bind(keep.to_string())
-    .execute(connection)
+    .fetch_all(connection)
     .await?;
-    Ok(())
+    ids.iter()
+        .map(|text: &String| codec::parse_uuid("integrations.id", text).map_err(TxError::from))
+        .collect()
 }
 
 /// Runs `sql`, which selects integration ids for the project key bound as `?1`, sorted.
