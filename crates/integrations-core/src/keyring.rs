@@ -80,18 +80,23 @@ impl KeyProvider for MasterKey {
     }
 
     async fn wrap(&self, data_key_id: &str, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
-        let sealed = seal_with(
-            &aead_for(self.bytes()),
-            WRAP_FORMAT,
-            "",
-            key,
-            &wrap_associated_data(data_key_id),
-        )
-        .map_err(|_| KeyProviderError::Wrap)?;
-        // The empty key id leaves a zero length byte after the version; drop it.
-        let mut wrapped = Vec::with_capacity(sealed.len() - 1);
+        use aes_gcm::aead::{Aead, Payload};
+        let mut nonce = [0u8; WRAP_NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let associated_data = wrap_associated_data(data_key_id);
+        let ciphertext = aead_for(self.bytes())
+            .encrypt(
+                aes_gcm::Nonce::from_slice(&nonce),
+                Payload {
+                    msg: key,
+                    aad: &associated_data,
+                },
+            )
+            .map_err(|_| KeyProviderError::Wrap)?;
+        let mut wrapped = Vec::with_capacity(1 + WRAP_NONCE_LEN + ciphertext.len());
         wrapped.push(WRAP_FORMAT);
-        wrapped.extend_from_slice(&sealed[2..]);
+        wrapped.extend_from_slice(&nonce);
+        wrapped.extend_from_slice(&ciphertext);
         Ok(wrapped)
     }
 
@@ -293,6 +298,25 @@ impl EnvelopeCipher {
         )
     }
 
+    /// Returns the primary data key's id and cipher. The primary is read from the database on
+    /// every call, so a rotation by another process takes effect with this process's next
+    /// write. Writes are rare next to reads, so the query costs little overall.
+    async fn primary(&self) -> Result<(String, Arc<Aes256Gcm>), CipherError> {
+        let primary = self
+            .store
+            .primary_data_key()
+            .await
+            .map_err(|error| CipherError::KeyUnavailable(format!("primary data key: {error}")))?
+            .ok_or_else(|| {
+                CipherError::KeyUnavailable("no primary data key found in the database".into())
+            })?;
+        let cipher = self
+            .unwrap_into_cache(&primary)
+            .await
+            .map_err(|error| CipherError::KeyUnavailable(error.to_string()))?;
+        Ok((primary.id, cipher))
+    }
+
     fn cached(&self, id: &str) -> Option<Arc<Aes256Gcm>> {
         self.loaded.read().ok()?.get(id).cloned()
     }
@@ -359,49 +383,14 @@ impl EnvelopeCipher {
 #[async_trait]
 impl CredentialCipher for EnvelopeCipher {
     async fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Vec<u8>, CipherError> {
-        // The primary is read on every seal, so a rotation by another process takes effect here
-        // with its next write. Writes are rare next to reads, so the query is cheap overall.
-        let primary = self
-            .store
-            .primary_data_key()
-            .await
-            .map_err(|error| CipherError::KeyUnavailable(format!("primary data key: {error}")))?
-            .ok_or_else(|| {
-                CipherError::KeyUnavailable("no primary data key found in the database".into())
-            })?;
-        let cipher = match self.cached(&primary.id) {
-            Some(cipher) => cipher,
-            None => self
-                .unwrap_into_cache(&primary)
-                .await
-                .map_err(|error| CipherError::KeyUnavailable(error.to_string()))?,
-        };
-        seal_with(
-            &cipher,
-            DATA_KEY_FORMAT,
-            &primary.id,
-            plaintext,
-            associated_data,
-        )
+        let (id, cipher) = self.primary().await?;
+        seal_with(&cipher, DATA_KEY_FORMAT, &id, plaintext, associated_data)
     }
 
     /// Loads the primary data key, so that a server whose master key no longer wraps it (after
     /// `rotate-master-key`) reports itself unavailable.
     async fn check_ready(&self) -> Result<(), CipherError> {
-        let primary = self
-            .store
-            .primary_data_key()
-            .await
-            .map_err(|error| CipherError::KeyUnavailable(format!("primary data key: {error}")))?
-            .ok_or_else(|| {
-                CipherError::KeyUnavailable("no primary data key found in the database".into())
-            })?;
-        if self.cached(&primary.id).is_none() {
-            self.unwrap_into_cache(&primary)
-                .await
-                .map_err(|error| CipherError::KeyUnavailable(error.to_string()))?;
-        }
-        Ok(())
+        self.primary().await.map(|_| ())
     }
 
     async fn open(

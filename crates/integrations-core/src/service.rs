@@ -19,8 +19,8 @@ use crate::error::ServiceError;
 use crate::model::{project_key, Actor, AuthType, Integration, Platform, Project, Provider, Role};
 use crate::probe::{HealthStatus, PlatformProbe, ProbeReport, ProbeTarget, ResolvedIntegration};
 use crate::store::{
-    credentials_associated_data, IntegrationChanges, IntegrationQuery, IntegrationStore,
-    ProjectDeletion, StoreError, StoredIntegration,
+    credentials_associated_data, AuditQuery, IntegrationChanges, IntegrationQuery,
+    IntegrationStore, ProjectDeletion, StoreError, StoredIntegration,
 };
 use crate::validation::{normalize_config, validate_credentials, UrlPolicy};
 
@@ -651,15 +651,19 @@ impl IntegrationService {
         }
     }
 
-    /// Lists audit events, newest first. Owner only.
+    /// Lists one page of audit events, newest first, with no filter. Owner only.
     pub async fn list_audit(
         &self,
         actor: &Actor,
         offset: u64,
         limit: u64,
     ) -> Result<Vec<AuditEvent>, ServiceError> {
-        require_owner(actor)?;
-        Ok(self.store.list_audit(offset, limit.min(1000)).await?)
+        let query = AuditQuery {
+            offset,
+            limit,
+            ..AuditQuery::default()
+        };
+        self.search_audit(actor, query).await
     }
 
     // ----- platform health -----

@@ -260,9 +260,6 @@ pub trait IntegrationStore: Send + Sync + fmt::Debug {
     /// Appends an audit event on its own.
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
 
-    /// Lists audit events, newest first, skipping `offset` and returning at most `limit`.
-    async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
-
     /// Checks that the database responds.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -48,7 +48,6 @@ mock! {
         ) -> Result<Option<StoredIntegration>, StoreError>;
         async fn delete_integration(&self, id: Uuid, audit: &AuditEvent) -> Result<bool, StoreError>;
         async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
-        async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
         async fn ping(&self) -> Result<(), StoreError>;
         async fn list_data_keys(&self) -> Result<Vec<StoredDataKey>, StoreError>;
         async fn find_data_key(&self, id: &str) -> Result<Option<StoredDataKey>, StoreError>;

@@ -25,22 +25,18 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: integrations_server::ServeConfig) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(error = %error, "failed to start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(integrations_server::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+    match block_on(integrations_server::run(config)) {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(error)) => {
             tracing::error!("server did not start: {error}");
             ExitCode::FAILURE
         }
+        None => ExitCode::FAILURE,
     }
 }
 
+/// Runs `work` on a new multi-threaded runtime; `None` when the runtime cannot start, which is
+/// logged.
 fn block_on<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => Some(runtime.block_on(work)),
@@ -51,52 +47,33 @@ fn block_on<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
     }
 }
 
-/// Exits 0 when every integration is sealed by the new primary data key, 1 otherwise.
+/// Exits 0 when every integration is sealed by the new primary data key, 130 when stopped by a
+/// signal, 1 otherwise.
 fn rotate_key(config: &integrations_server::RotateKeyConfig) -> ExitCode {
     let mut stdout = std::io::stdout();
     let outcome = block_on(async {
         tokio::select! {
             result = rotation::rotate_key(config, &mut stdout) => Some(result),
-            () = interrupted() => None,
+            () = integrations_server::server::shutdown_signal() => None,
         }
     });
-    let outcome = match outcome {
-        Some(Some(result)) => Some(result),
+    match outcome {
+        None => ExitCode::FAILURE,
         Some(None) => {
             // Each row is replaced in its own write, so stopping between two leaves every
             // integration readable.
             tracing::warn!("rotate-key interrupted; run it again to resume with the same data key");
-            return ExitCode::from(130);
+            ExitCode::from(130)
         }
-        None => None,
-    };
-    match outcome {
-        Some(Ok(report)) if report.complete() => ExitCode::SUCCESS,
-        Some(Ok(_)) => {
+        Some(Some(Ok(report))) if report.complete() => ExitCode::SUCCESS,
+        Some(Some(Ok(_))) => {
             tracing::error!("some integrations are not sealed by the new data key yet; fix or replace the ones listed, then run rotate-key again");
             ExitCode::FAILURE
         }
-        Some(Err(error)) => {
+        Some(Some(Err(error))) => {
             tracing::error!("{error}");
             ExitCode::FAILURE
         }
-        None => ExitCode::FAILURE,
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }
 
@@ -112,15 +89,9 @@ fn rotate_master_key(config: &integrations_server::RotateMasterKeyConfig) -> Exi
     }
 }
 
+/// Exits as `audit_cli::verify` decides, or 2 when the runtime cannot start.
 fn verify_audit(config: &integrations_server::config::AuditVerifyConfig) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(error = %error, "failed to start the async runtime");
-            return ExitCode::from(2);
-        }
-    };
-    runtime.block_on(integrations_server::audit_cli::verify(config))
+    block_on(integrations_server::audit_cli::verify(config)).unwrap_or(ExitCode::from(2))
 }
 
 fn print_token(config: &TokenConfig) -> ExitCode {

@@ -305,7 +305,8 @@ fn redact_database_url(url: &str) -> String {
     }
 }
 
-async fn shutdown_signal() {
+/// Completes on Ctrl-C or SIGTERM, logging which one arrived.
+pub async fn shutdown_signal() {
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %error, "failed to listen for Ctrl-C");

@@ -193,10 +193,6 @@ impl IntegrationStore for AnyStore {
         self.inner().append_audit(event).await
     }
 
-    async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner().list_audit(offset, limit).await
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner().ping().await
     }

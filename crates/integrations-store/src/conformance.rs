@@ -302,7 +302,22 @@ async fn defaults<S: ConformanceStore>(store: &S) -> Vec<Uuid> {
 }
 
 async fn audit_count<S: ConformanceStore>(store: &S) -> usize {
-    store.list_audit(0, 1_000).await.expect("list audit").len()
+    list_audit(store, 0, 1_000).await.expect("list audit").len()
+}
+
+/// Lists one page of the audit log, newest first, with no filter.
+async fn list_audit<S: ConformanceStore>(
+    store: &S,
+    offset: u64,
+    limit: u64,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    store
+        .search_audit(&AuditQuery {
+            offset,
+            limit,
+            ..AuditQuery::default()
+        })
+        .await
 }
 
 fn update_event() -> AuditEvent {
@@ -944,7 +959,7 @@ pub async fn audit_roundtrip<S: ConformanceStore>(store: S) {
     };
     store.append_audit(&recorded).await.expect("append audit");
 
-    let listed = store.list_audit(0, 10).await.expect("list audit");
+    let listed = list_audit(&store, 0, 10).await.expect("list audit");
     assert_eq!(listed, [recorded]);
 }
 
@@ -960,8 +975,7 @@ pub async fn audit_newest_first<S: ConformanceStore>(store: S) {
         store.append_audit(recorded).await.expect("append audit");
     }
 
-    let ids: Vec<Uuid> = store
-        .list_audit(0, 10)
+    let ids: Vec<Uuid> = list_audit(&store, 0, 10)
         .await
         .expect("list audit")
         .into_iter()
@@ -986,8 +1000,7 @@ pub async fn audit_paging<S: ConformanceStore>(store: S) {
     let page = |offset, limit| {
         let store = store.clone();
         async move {
-            store
-                .list_audit(offset, limit)
+            list_audit(&store, offset, limit)
                 .await
                 .expect("list audit")
                 .into_iter()
@@ -1007,7 +1020,7 @@ pub async fn audit_sink_record<S: ConformanceStore>(store: S) {
     let recorded = event(AuditAction::CredentialsRead);
     AuditSink::record(&store, &recorded).await.expect("record");
 
-    let listed = store.list_audit(0, 10).await.expect("list audit");
+    let listed = list_audit(&store, 0, 10).await.expect("list audit");
     assert_eq!(listed, [recorded]);
 }
 
@@ -1040,8 +1053,7 @@ pub async fn audit_with_changes<S: ConformanceStore>(store: S) {
         .await
         .expect("delete project");
 
-    let mut listed: Vec<Uuid> = store
-        .list_audit(0, 10)
+    let mut listed: Vec<Uuid> = list_audit(&store, 0, 10)
         .await
         .expect("list audit")
         .into_iter()
@@ -1075,8 +1087,7 @@ pub async fn audit_rolled_back<S: ConformanceStore>(store: S) {
 
     assert!(insert.is_err(), "{insert:?}");
     assert!(duplicate.is_err(), "{duplicate:?}");
-    let ids: Vec<Uuid> = store
-        .list_audit(0, 10)
+    let ids: Vec<Uuid> = list_audit(&store, 0, 10)
         .await
         .expect("list audit")
         .into_iter()
@@ -1795,7 +1806,7 @@ pub async fn token_audit_with_changes<S: ConformanceStore>(store: S) {
             .expect("revoke");
     }
 
-    let mut listed = store.list_audit(0, 10).await.expect("list audit");
+    let mut listed = list_audit(&store, 0, 10).await.expect("list audit");
     listed.sort_by_key(|listed| listed.id);
     let mut expected = vec![create_event, first_revoke];
     expected.sort_by_key(|expected| expected.id);

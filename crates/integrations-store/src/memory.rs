@@ -487,15 +487,6 @@ impl IntegrationStore for MemoryStore {
         Ok(())
     }
 
-    async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
-        let query = AuditQuery {
-            offset,
-            limit,
-            ..AuditQuery::default()
-        };
-        Ok(self.lock().search_audit(&query))
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

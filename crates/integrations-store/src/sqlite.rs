@@ -638,19 +638,6 @@ impl IntegrationStore for SqliteStore {
         .await
     }
 
-    async fn list_audit(&self, offset: u64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events ORDER BY at DESC, seq DESC LIMIT ? OFFSET ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(clamp(limit))
-            .bind(clamp(offset))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error::map_error)?;
-        rows.iter().map(decode_audit).collect()
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
