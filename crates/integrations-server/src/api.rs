@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use integrations_core::{Actor, RequestInfo};
 use percent_encoding::percent_decode_str;
-use warp::filters::path::FullPath;
 use warp::http::{HeaderMap, Method};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
@@ -57,7 +56,7 @@ fn integration_routes(
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
     let list = warp::path!("integrations")
         .and(warp::get())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/integrations"))
         .and(query())
         .then(|caller: Caller, query| async move {
             respond(
@@ -68,7 +67,7 @@ fn integration_routes(
         });
     let create = warp::path!("integrations")
         .and(warp::post())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/integrations"))
         .and(json_body())
         .then(|caller: Caller, body: Bytes| async move {
             respond(
@@ -79,7 +78,7 @@ fn integration_routes(
         });
     let defaults = warp::path!("integrations" / "defaults")
         .and(warp::get())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/integrations/defaults"))
         .and(query())
         .then(|caller: Caller, query| async move {
             respond(
@@ -92,14 +91,25 @@ fn integration_routes(
     // replies without `respond`, which would audit the 403 a second time.
     let credentials = warp::path!("integrations" / "credentials")
         .and(warp::get())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/integrations/credentials"))
         .and(query())
         .then(|caller: Caller, query| async move {
-            reply(handlers::read_credentials(&caller.state.service, &caller.actor, query).await)
+            reply(
+                handlers::read_credentials(
+                    &caller.state.service,
+                    &caller.actor,
+                    &caller.request,
+                    query,
+                )
+                .await,
+            )
         });
     let health = warp::path!("integrations" / "platforms" / "health")
         .and(warp::get())
-        .and(authenticated(state))
+        .and(authenticated(
+            state,
+            "/sfp/api/integrations/platforms/health",
+        ))
         .and(query())
         .then(|caller: Caller, query| async move {
             respond(
@@ -110,7 +120,7 @@ fn integration_routes(
         });
     let update = warp::path!("integrations" / String)
         .and(warp::patch())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/integrations/{id}"))
         .and(json_body())
         .then(|id: String, caller: Caller, body: Bytes| async move {
             respond(
@@ -121,7 +131,7 @@ fn integration_routes(
         });
     let delete = warp::path!("integrations" / String)
         .and(warp::delete())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/integrations/{id}"))
         .then(|id: String, caller: Caller| async move {
             respond(
                 &caller,
@@ -131,7 +141,7 @@ fn integration_routes(
         });
     let audit = warp::path!("audit")
         .and(warp::get())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/audit"))
         .and(query())
         .then(|caller: Caller, query| async move {
             respond(
@@ -163,7 +173,7 @@ fn project_routes(
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
     let list = warp::path!("projects")
         .and(warp::get())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/projects"))
         .and(query())
         .then(|caller: Caller, query| async move {
             respond(
@@ -174,7 +184,7 @@ fn project_routes(
         });
     let create = warp::path!("projects")
         .and(warp::post())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/projects"))
         .and(json_body())
         .then(|caller: Caller, body: Bytes| async move {
             respond(
@@ -185,7 +195,7 @@ fn project_routes(
         });
     let find = project_identifier()
         .and(warp::get())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/projects/{identifier}"))
         .then(|identifier: String, caller: Caller| async move {
             respond(
                 &caller,
@@ -195,7 +205,7 @@ fn project_routes(
         });
     let delete = project_identifier()
         .and(warp::delete())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/projects/{identifier}"))
         .then(|identifier: String, caller: Caller| async move {
             respond(
                 &caller,
@@ -218,7 +228,7 @@ fn application_token_routes(
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
     let list = warp::path!("application-tokens")
         .and(warp::get())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/application-tokens"))
         .and(query())
         .then(|caller: Caller, query| async move {
             respond(
@@ -229,7 +239,7 @@ fn application_token_routes(
         });
     let create = warp::path!("application-tokens")
         .and(warp::post())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/application-tokens"))
         .and(json_body())
         .then(|caller: Caller, body: Bytes| async move {
             respond(
@@ -240,7 +250,7 @@ fn application_token_routes(
         });
     let revoke = warp::path!("application-tokens" / String)
         .and(warp::delete())
-        .and(authenticated(state))
+        .and(authenticated(state, "/sfp/api/application-tokens/{id}"))
         .then(|id: String, caller: Caller| async move {
             respond(
                 &caller,
@@ -279,15 +289,21 @@ fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Inf
 }
 
 /// Verifies the bearer token, rejecting with a JSON 401 when it is missing or invalid. Every
-/// rejection is audited.
-fn authenticated(state: &AppState) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
+/// rejection is audited under `route`, the template of the route this filter guards, so no raw
+/// path reaches an event.
+fn authenticated(
+    state: &AppState,
+    route: &'static str,
+) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
     with_state(state.clone())
         .and(warp::method())
-        .and(warp::path::full())
         .and(warp::header::headers_cloned())
         .and_then(
-            |state: AppState, method: Method, path: FullPath, headers: HeaderMap| async move {
-                let request = audit_hook::request_info(&method, path.as_str());
+            move |state: AppState, method: Method, headers: HeaderMap| async move {
+                let request = RequestInfo {
+                    method: method.as_str().to_owned(),
+                    route: route.to_owned(),
+                };
                 let header = match headers.get(warp::http::header::AUTHORIZATION) {
                     None => None,
                     Some(value) => match value.to_str() {

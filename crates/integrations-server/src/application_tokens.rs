@@ -5,7 +5,6 @@ use integrations_core::tokens::MAX_EXPIRES_IN_DAYS;
 use integrations_core::{Actor, ApplicationToken, IntegrationService};
 use serde::Serialize;
 use serde_json::Value;
-use uuid::Uuid;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
@@ -82,10 +81,7 @@ pub async fn revoke(
     actor: &Actor,
     id: &str,
 ) -> Result<Response, ApiError> {
-    // The role is checked before the id, so a caller who may not revoke gets 403 whatever id
-    // it sends, and the denial is audited.
-    integrations_core::service::require_owner(actor)?;
-    let id = Uuid::parse_str(id).map_err(|_| ApiError::bad_request("id must be a UUID"))?;
+    let id = crate::handlers::owner_target(actor, id)?;
     service.revoke_application_token(actor, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

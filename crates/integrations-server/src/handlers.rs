@@ -80,7 +80,7 @@ pub async fn update_integration(
     id: &str,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(id)?;
+    let id = owner_target(actor, id)?;
     let update = body::parse_integration_update(&body)?;
     let updated = service.update_integration(actor, id, update).await?;
     Ok(json(StatusCode::OK, &updated))
@@ -92,7 +92,7 @@ pub async fn delete_integration(
     actor: &Actor,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(id)?;
+    let id = owner_target(actor, id)?;
     service.delete_integration(actor, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -101,6 +101,7 @@ pub async fn delete_integration(
 pub async fn read_credentials(
     service: &IntegrationService,
     actor: &Actor,
+    request: &RequestInfo,
     query: QueryParams,
 ) -> Result<Response, ApiError> {
     let mut query = Query::new(query);
@@ -112,12 +113,8 @@ pub async fn read_credentials(
         project,
     };
 
-    let request = RequestInfo {
-        method: "GET".to_owned(),
-        route: crate::audit_hook::CREDENTIALS_ROUTE.to_owned(),
-    };
     let records = service
-        .read_credentials_for(actor, filter, Some(&request))
+        .read_credentials_for(actor, filter, Some(request))
         .await?;
     let entries: Vec<CredentialEntry<'_>> = records.iter().map(CredentialEntry::from).collect();
     // NOTE: the serialised response contains plaintext credentials in an ordinary buffer that
@@ -226,7 +223,10 @@ impl<'a> From<&'a CredentialRecord> for CredentialEntry<'a> {
     }
 }
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+/// Parses the id of an owner-only route after checking the role, so a caller without the role
+/// gets 403 whatever id it sends, and the denial is audited like any other.
+pub(crate) fn owner_target(actor: &Actor, id: &str) -> Result<Uuid, ApiError> {
+    integrations_core::service::require_owner(actor)?;
     Uuid::parse_str(id).map_err(|_| ApiError::bad_request("id must be a UUID"))
 }
 

@@ -274,6 +274,13 @@ async fn roles_delete_integration() {
     assert_eq!(owner, 204);
     assert_eq!(member, 403);
     assert_eq!(application, 403);
+
+    // The role is checked before the id is parsed.
+    let bad_id = "/sfp/api/integrations/not-a-uuid";
+    let [owner, member, application] = statuses_owner_last("DELETE", bad_id, None).await;
+    assert_eq!(owner, 400);
+    assert_eq!(member, 403);
+    assert_eq!(application, 403);
 }
 
 #[tokio::test]
