@@ -8,7 +8,7 @@
 //! extend one chain instead of forking it.
 //!
 //! A chain alone cannot show that the newest events were removed, because the remaining
-//! events still link up; nor can it stop someone who rewrites an event and every later one.
+//! events still link up. Nor can it stop someone who rewrites an event and every later one.
 
 use std::fmt;
 
@@ -90,7 +90,7 @@ pub struct ChainedEvent {
     pub project_key: Option<String>,
 }
 
-/// Why the chain is broken at an event.
+/// Reason the chain is broken at an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainBreakReason {
     /// The event has no stored hash. Stores chain such events only while no event has a
@@ -129,7 +129,7 @@ pub struct ChainBreak {
     pub seq: i64,
     /// Time of the event.
     pub at: DateTime<Utc>,
-    /// What does not match.
+    /// The mismatch found.
     pub reason: ChainBreakReason,
 }
 

@@ -162,8 +162,8 @@ impl AuditThrottle {
         self.sink.record(&first).await
     }
 
-    /// Writes one counted event for each window that has closed and forgets those windows.
-    /// Returns the number of events written; failures are logged and the counts dropped.
+    /// Writes one counted event for each window that has closed and removes those windows.
+    /// Returns the number of events written. Failures are logged and their counts dropped.
     pub async fn flush_expired(&self) -> usize {
         let now = Instant::now();
         let closed: Vec<Window> = {

@@ -242,6 +242,8 @@ impl EnvelopeCipher {
                     return Err(KeyringError::MissingDataKeys(missing));
                 }
             }
+            // NOTE: processes starting together on an empty database may each add a first key.
+            // The last one stays primary and the others seal nothing, so no value is lost.
             match self.add_primary(DataKeyState::Active).await {
                 Ok(id) => {
                     return Ok(KeyringStatus {
@@ -580,8 +582,8 @@ pub async fn rotate_data_key(
         rows_by_key,
     };
     if report.complete() {
-        // Only the key that is still primary is marked done; a key replaced by a later rotation
-        // stays as it is, and its run reports rows sealed by the newer key.
+        // Only the key that is still primary is marked done. A key replaced by a later rotation
+        // stays as it is, because its run reports rows sealed by the newer key.
         let still_primary = store
             .primary_data_key()
             .await?

@@ -370,9 +370,9 @@ mod tests {
     #[test]
     fn debug_hides_secret() {
         let secret = TokenSecret::generate();
-        let shown = format!("{secret:?}");
-        assert!(!shown.contains(&secret.expose()[5..]), "{shown}");
-        assert_eq!(shown, "TokenSecret(***)");
+        let debug_text = format!("{secret:?}");
+        assert!(!debug_text.contains(&secret.expose()[5..]), "{debug_text}");
+        assert_eq!(debug_text, "TokenSecret(***)");
     }
 
     #[test]

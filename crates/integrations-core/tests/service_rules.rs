@@ -409,7 +409,7 @@ async fn unreadable_row_fails_one_project() {
 
 // ----- application tokens -----
 
-/// A stored token for `secret`, created an hour ago and expiring `expires_in` from now.
+/// Builds a stored token for `secret`, created an hour ago and expiring `expires_in` from now.
 fn token_record(secret: &TokenSecret, expires_in: chrono::Duration) -> ApplicationTokenRecord {
     let now = Utc::now();
     ApplicationTokenRecord {

@@ -230,7 +230,7 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Acto
     result
 }
 
-/// Why a request was not authenticated.
+/// Reason a request was not authenticated.
 #[derive(Debug)]
 pub enum AuthRejection {
     /// The credentials are missing or invalid: 401.

@@ -368,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn key_file_readable_by_others_refused() {
+    fn key_file_readable_by_others_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("elsewhere.key");
         let text = "22".repeat(32);
@@ -386,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn oversized_key_file_refused() {
+    fn oversized_key_file_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.key");
         write_key(&path, &"a".repeat(5000), 0o600);

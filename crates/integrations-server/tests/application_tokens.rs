@@ -215,7 +215,7 @@ async fn revoked_token_rejected_at_once() {
     assert_eq!(revocations[0]["filters"]["token_id"], created["id"]);
 
     // The rejected use is audited as a failed authentication that names the reason, and no
-    // event holds the token.
+    // event contains the token.
     let failures = call(
         &server,
         "GET",
@@ -370,9 +370,9 @@ async fn bad_bodies_name_field() {
 
     for (body, expected) in cases {
         let reply = call_raw(server, "POST", TOKENS, body.to_vec()).await;
-        let shown = String::from_utf8_lossy(body);
-        assert_eq!(reply.status, 400, "{shown}: {}", reply.text);
-        assert_eq!(reply.message(), *expected, "{shown}");
+        let sent = String::from_utf8_lossy(body);
+        assert_eq!(reply.status, 400, "{sent}: {}", reply.text);
+        assert_eq!(reply.message(), *expected, "{sent}");
     }
     let reply = call_raw(server, "POST", TOKENS, long_name.into_bytes()).await;
     assert_eq!(reply.status, 400, "{}", reply.text);

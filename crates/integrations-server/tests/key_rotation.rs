@@ -354,11 +354,11 @@ async fn master_key_switch_needs_both_keys() {
         .arg(&data_dir)
         .arg("--new-master-key-file")
         .arg(&new_key_path);
-    let refused = switch.output().unwrap();
-    assert!(!refused.status.success());
+    let rejected = switch.output().unwrap();
+    assert!(!rejected.status.success());
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("chmod 600"),
-        "{refused:?}"
+        String::from_utf8_lossy(&rejected.stderr).contains("chmod 600"),
+        "{rejected:?}"
     );
 
     std::fs::set_permissions(&new_key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -375,7 +375,7 @@ async fn master_key_switch_needs_both_keys() {
     // key that wraps them.
     let failure = Server::try_start(Options::default().data_dir(&data_dir))
         .err()
-        .expect("the old master key is refused");
+        .expect("the old master key is rejected");
     assert!(
         failure
             .log

@@ -581,7 +581,7 @@ async fn servers_follow_a_rotation_by_another_process() {
         "{stdout}"
     );
 
-    // Both servers write after the rotation without having been told of it.
+    // Both servers write after the rotation without being notified of it.
     for (index, server) in [&first, &second].into_iter().enumerate() {
         let value = format!("ghp_after_rotation_{index}");
         let id = create(server.base_url.clone(), value.clone()).await;

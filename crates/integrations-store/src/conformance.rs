@@ -1116,7 +1116,8 @@ pub async fn audit_chain_links<S: ConformanceStore>(store: S) {
     assert_eq!(chain[0].prev_hash, GENESIS_HASH.to_vec());
     assert_eq!(chain[1].prev_hash, chain[0].hash);
     assert_eq!(chain[2].prev_hash, chain[1].hash);
-    assert!(chain[0].seq < chain[1].seq && chain[1].seq < chain[2].seq);
+    assert!(chain[0].seq < chain[1].seq);
+    assert!(chain[1].seq < chain[2].seq);
     let after = store
         .list_audit_chain(chain[2].seq, 1)
         .await
@@ -1275,14 +1276,14 @@ pub async fn audit_search_action<S: ConformanceStore>(store: S) {
 
 /// `integration` matches events that list the id among others.
 pub async fn audit_search_integration<S: ConformanceStore>(store: S) {
-    let wanted = Uuid::new_v4();
-    let both = event_at(0).with_integrations([Uuid::new_v4(), wanted]);
+    let target = Uuid::new_v4();
+    let both = event_at(0).with_integrations([Uuid::new_v4(), target]);
     let other = event_at(1).with_integrations([Uuid::new_v4()]);
-    let only = event_at(2).with_integrations([wanted]);
+    let only = event_at(2).with_integrations([target]);
     let ids = append_all(&store, &[both, other, only, event_at(3)]).await;
 
     let query = AuditQuery {
-        integration: Some(wanted),
+        integration: Some(target),
         ..AuditQuery::default()
     };
     assert_eq!(search(&store, query).await, [ids[2], ids[0]]);
@@ -1404,7 +1405,7 @@ fn data_key(id: &str, is_primary: bool, offset: i64) -> StoredDataKey {
     }
 }
 
-/// A new primary data key demotes the previous one in the same write.
+/// Checks that a new primary data key demotes the previous one in the same write.
 pub async fn data_key_primary_moves<S: ConformanceStore>(store: S) {
     assert_eq!(store.primary_data_key().await.unwrap(), None);
     let first = data_key("dk-first", true, 0);
@@ -1508,8 +1509,8 @@ pub async fn data_key_state_and_rewrap<S: ConformanceStore>(store: S) {
     assert_eq!(primary.state, DataKeyState::Rotating);
 }
 
-/// One wrapping key for every data key, one unfinished rotation at a time, and rewraps that
-/// name every key: each refused change leaves the keys as they were.
+/// Checks the data key rules: one wrapping key for every data key, one unfinished rotation at a
+/// time, and rewraps that name every key. Each rejected change leaves the keys as they were.
 pub async fn data_key_rules_hold<S: ConformanceStore>(store: S) {
     store
         .insert_data_key(&data_key("dk-a", true, 0))
@@ -1532,7 +1533,7 @@ pub async fn data_key_rules_hold<S: ConformanceStore>(store: S) {
     assert_eq!(
         store.primary_data_key().await.unwrap().unwrap().id,
         "dk-b",
-        "a refused key must not demote the primary"
+        "a rejected key must not demote the primary"
     );
 
     let rewrapped = StoredDataKey {
@@ -1551,8 +1552,8 @@ pub async fn data_key_rules_hold<S: ConformanceStore>(store: S) {
     assert_eq!(ids, vec!["0a1b2c3d", "0a1b2c3d"]);
 }
 
-/// The audit event of a change that demotes a default names the demoted integration, so a
-/// search by that integration finds it.
+/// Checks that the audit event of a change that demotes a default names the demoted integration,
+/// so a search by that integration finds it.
 pub async fn default_demotion_audited<S: ConformanceStore>(store: S) {
     let first = default_of(Provider::Github, 0);
     add(&store, &first, &[]).await;
@@ -1665,7 +1666,7 @@ pub async fn sealed_replace_compares<S: ConformanceStore>(store: S) {
 
 // Application tokens.
 
-/// A token record created `offset` seconds after the base time, with a hash derived from `seed`.
+/// Builds a token record created `offset` seconds after the base time, hashed from `seed`.
 fn token_record(name: &str, offset: i64, seed: u8) -> ApplicationTokenRecord {
     let created_at = base_time() + Duration::seconds(offset);
     let mut token_hash = [seed; 32];
@@ -1711,7 +1712,7 @@ pub async fn token_insert_list<S: ConformanceStore>(store: S) {
     assert_eq!(listed, [older.token, newer.token, revoked.token]);
 }
 
-/// A token is found by its hash with its metadata; another hash finds nothing.
+/// Checks that a token is found by its hash with its metadata, and another hash finds nothing.
 pub async fn token_find_by_hash<S: ConformanceStore>(store: S) {
     let record = token_record("ci", 0, 7);
     add_token(&store, &record).await;
@@ -1728,7 +1729,7 @@ pub async fn token_find_by_hash<S: ConformanceStore>(store: S) {
     assert_eq!(missing, None);
 }
 
-/// A second token with a stored hash or id is a conflict and writes no audit event.
+/// Checks that a second token with a stored hash or id is a conflict and writes no audit event.
 pub async fn token_duplicate_rejected<S: ConformanceStore>(store: S) {
     let record = token_record("ci", 0, 7);
     add_token(&store, &record).await;
@@ -1750,7 +1751,7 @@ pub async fn token_duplicate_rejected<S: ConformanceStore>(store: S) {
     assert_eq!(audit_count(&store).await, 1);
 }
 
-/// The first revocation sets the time; a second one reports it and keeps that time.
+/// Checks that the first revocation sets the time, and a second one reports it and keeps it.
 pub async fn token_revoke_once<S: ConformanceStore>(store: S) {
     let record = token_record("ci", 0, 7);
     add_token(&store, &record).await;
@@ -1813,7 +1814,7 @@ pub async fn token_audit_with_changes<S: ConformanceStore>(store: S) {
     assert_eq!(listed, expected);
 }
 
-/// Of several tasks revoking one token at the same time, exactly one revokes it.
+/// Checks that of several tasks revoking one token at the same time, exactly one revokes it.
 pub async fn token_concurrent_revokes<S: ConformanceStore>(store: S) {
     let record = token_record("ci", 0, 7);
     add_token(&store, &record).await;

@@ -518,11 +518,11 @@ impl IntegrationStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
         let id = record.token.id;
-        let taken = state
+        let in_use = state
             .tokens
             .values()
             .any(|stored| stored.token.id == id || stored.token_hash == record.token_hash);
-        if taken {
+        if in_use {
             return Err(StoreError::Conflict(format!(
                 "application token {id} or its hash already exists"
             )));

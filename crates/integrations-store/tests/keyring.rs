@@ -132,8 +132,8 @@ async fn processes_starting_together_share_one_primary() {
     let keys = store.list_data_keys().await.unwrap();
     assert_eq!(keys.iter().filter(|key| key.is_primary).count(), 1);
     let primary = store.primary_data_key().await.unwrap().unwrap().id;
-    // Every process that created a key saw it demoted at once by the next one, or used the
-    // existing primary; whichever key is primary now seals for all of them.
+    // Every process either used the existing primary or created a key that the next one
+    // demoted. The key that is primary now seals for all of them.
     assert!(primaries.contains(&primary), "{primaries:?} vs {primary}");
 }
 
@@ -234,7 +234,7 @@ async fn ciphertext_copied_onto_another_row_fails_to_open() {
 }
 
 #[tokio::test]
-async fn wrong_master_key_is_refused_by_key_id() {
+async fn wrong_master_key_rejected_by_id() {
     let store: Arc<dyn IntegrationStore> = Arc::new(MemoryStore::new());
     let right = MasterKey::generate();
     prepared(store.clone(), &right).await;
@@ -254,7 +254,7 @@ async fn wrong_master_key_is_refused_by_key_id() {
     assert!(message.contains(right.id()), "{message}");
     assert!(message.contains(wrong.id()), "{message}");
 
-    // A provider that claims the right id but holds another key cannot unwrap either.
+    // A provider that claims the right id but has another key cannot unwrap either.
     let impostor = CountingKms {
         key: MasterKey::generate(),
         id: right.id().to_owned(),
@@ -559,11 +559,11 @@ async fn master_key_switch_rewraps_every_data_key() {
         with_new.open(&sealed, b"ad").await.unwrap().as_slice(),
         b"kept"
     );
-    let refused = EnvelopeCipher::new(store.clone(), Arc::new(old.clone()))
+    let rejected = EnvelopeCipher::new(store.clone(), Arc::new(old.clone()))
         .prepare()
         .await
         .unwrap_err();
-    assert!(refused.to_string().contains(new.id()), "{refused}");
+    assert!(rejected.to_string().contains(new.id()), "{rejected}");
 
     // A switch from a key that wraps nothing here is refused without changing anything.
     let stranger = MasterKey::generate();
@@ -630,6 +630,7 @@ async fn concurrent_rotations_share_one_key() {
             .await
             .unwrap();
     }
+
     let options = RotationOptions {
         batch_size: 5,
         pause: Duration::from_millis(1),
@@ -639,6 +640,8 @@ async fn concurrent_rotations_share_one_key() {
         rotate_data_key(&cipher, options, |_| {})
     );
     let (first, second) = (first.unwrap(), second.unwrap());
+
+    // The run that came second joined the first one's key instead of adding its own.
     assert_eq!(first.data_key, second.data_key);
     assert!(first.resumed || second.resumed);
     assert_eq!(store.list_data_keys().await.unwrap().len(), 2);

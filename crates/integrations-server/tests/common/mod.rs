@@ -282,8 +282,8 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
-/// A command running the server binary with `args`, with no configuration inherited from the
-/// test's environment.
+/// Builds a command that runs the server binary with `args` and inherits no configuration from
+/// the test's environment.
 pub fn command(args: &[&str]) -> Command {
     let mut command = Command::new(BINARY);
     command.args(args).stdin(Stdio::null());
